@@ -1,0 +1,34 @@
+"""Packaging for wdl_tf: Wide & Deep Learning for Recommender Systems with Keras 3."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="wdl_tf",
+    version="0.1.0",
+    description="Wide & Deep Learning (Cheng et al., 2016) with Keras 3 and TensorFlow, "
+    "ready for TensorFlow Serving",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["wdl_tf", "wdl_tf.*"]),
+    package_data={"wdl_tf": ["specs/*.json", "datasets/data/*.gz", "datasets/data/*.md"]},
+    include_package_data=True,
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.15",
+        "tensorflow-datasets>=4.9",
+        "absl-py>=1.0",
+        "tensorboard",
+        "numpy",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "ruff"],
+        "serving": ["tensorflow-serving-api>=2.16", "grpcio>=1.24.3"],
+    },
+    entry_points={
+        "console_scripts": [
+            "wdl-train=wdl_tf.cli:train_main",
+        ],
+    },
+)

@@ -1,0 +1,146 @@
+"""absl flags of the training entry point (scripts/train.py, the ``wdl-train`` command).
+
+This is the only module that reads FLAGS: it turns them into one `TrainConfig`, which the
+library validates before any data is read.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app, flags, logging
+
+from wdl_tf import config as config_lib
+from wdl_tf.datasets import DATASETS
+from wdl_tf.model import MODEL_TYPES
+
+FLAGS = flags.FLAGS
+
+_D = config_lib.DataConfig()
+_M = config_lib.ModelConfig()
+_T = config_lib.TrainConfig()
+
+
+def define_train_flags() -> None:
+    """Defines the training flags (defaults come from the config dataclasses)."""
+    flags.DEFINE_enum("dataset", _D.dataset, list(DATASETS), "Dataset to train on.")
+    flags.DEFINE_string(
+        "feature_spec", _D.feature_spec, "Feature spec preset name or JSON file "
+        "(empty: the dataset's preset)."
+    )
+    flags.DEFINE_string("train_files", _D.train_files, "Comma-separated training files/globs.")
+    flags.DEFINE_string("eval_files", _D.eval_files, "Comma-separated evaluation files/globs.")
+    flags.DEFINE_enum("model_type", _M.model_type, list(MODEL_TYPES), "Which parts to train.")
+    flags.DEFINE_string("model_dir", _T.model_dir, "Checkpoints, logs, config, metrics.")
+    flags.DEFINE_string(
+        "export_base", _T.export_base, "Publish SavedModels to <export_base>/<version>/ "
+        "(empty: no export)."
+    )
+    flags.DEFINE_integer("epochs", _T.epochs, "Passes over the training data.")
+    flags.DEFINE_integer("steps_per_epoch", None, "Batches per epoch (default: one pass).")
+    flags.DEFINE_integer("eval_steps", None, "Evaluate on at most this many batches.")
+    flags.DEFINE_integer("batch_size", _D.batch_size, "Global training batch size.")
+    flags.DEFINE_integer("eval_batch_size", _D.eval_batch_size, "Evaluation batch size.")
+    flags.DEFINE_integer("shuffle_buffer", _D.shuffle_buffer, "Rows in the shuffle buffer.")
+    flags.DEFINE_list(
+        "hidden_units", [str(u) for u in _M.hidden_units], "Deep part ReLU layer sizes."
+    )
+    flags.DEFINE_integer(
+        "embedding_dim", None, "Embedding size of every feature (default: the spec's, 32)."
+    )
+    flags.DEFINE_float("dropout", _M.dropout, "Dropout rate after each hidden layer.")
+    flags.DEFINE_boolean("batch_norm", _M.batch_norm, "Batch normalization in the deep part.")
+    flags.DEFINE_float("linear_learning_rate", _M.linear_learning_rate, "FTRL learning rate.")
+    flags.DEFINE_float("linear_l1", _M.linear_l1, "FTRL L1 regularization strength.")
+    flags.DEFINE_float("linear_l2", _M.linear_l2, "FTRL L2 regularization strength.")
+    flags.DEFINE_float("dnn_learning_rate", _M.dnn_learning_rate, "AdaGrad learning rate.")
+    flags.DEFINE_integer("seed", _T.seed, "Seed of shuffles and initializers.")
+    flags.DEFINE_boolean(
+        "skip_bad_rows", _D.skip_bad_rows, "Drop and count malformed rows instead of failing."
+    )
+    flags.DEFINE_float(
+        "validation_fraction", _D.validation_fraction, "Hold out this share of the training "
+        "rows and evaluate on it instead of eval_files (for tuning)."
+    )
+    flags.DEFINE_integer(
+        "adapt_max_rows", _D.adapt_max_rows, "Rows read to learn vocabularies and quantiles."
+    )
+    flags.DEFINE_integer("synthetic_rows", _D.synthetic_rows, "Rows of a synthetic dataset.")
+    flags.DEFINE_integer("verbose", _T.verbose, "1: progress bar, 2: a line per epoch, 0: none.")
+
+
+def config_from_flags() -> config_lib.TrainConfig:
+    """One validated TrainConfig from the parsed flags."""
+    try:
+        hidden = tuple(int(u) for u in FLAGS.hidden_units)
+    except ValueError:
+        raise ValueError(
+            f"hidden_units: expected comma-separated integers, got {FLAGS.hidden_units}"
+        ) from None
+    config = config_lib.TrainConfig(
+        data=config_lib.DataConfig(
+            dataset=FLAGS.dataset,
+            feature_spec=FLAGS.feature_spec,
+            train_files=FLAGS.train_files,
+            eval_files=FLAGS.eval_files,
+            batch_size=FLAGS.batch_size,
+            eval_batch_size=FLAGS.eval_batch_size,
+            shuffle_buffer=FLAGS.shuffle_buffer,
+            skip_bad_rows=FLAGS.skip_bad_rows,
+            validation_fraction=FLAGS.validation_fraction,
+            adapt_max_rows=FLAGS.adapt_max_rows,
+            synthetic_rows=FLAGS.synthetic_rows,
+        ),
+        model=config_lib.ModelConfig(
+            model_type=FLAGS.model_type,
+            hidden_units=hidden,
+            dropout=FLAGS.dropout,
+            batch_norm=FLAGS.batch_norm,
+            embedding_dim=FLAGS.embedding_dim,
+            linear_learning_rate=FLAGS.linear_learning_rate,
+            linear_l1=FLAGS.linear_l1,
+            linear_l2=FLAGS.linear_l2,
+            dnn_learning_rate=FLAGS.dnn_learning_rate,
+            seed=FLAGS.seed,
+        ),
+        model_dir=FLAGS.model_dir,
+        export_base=FLAGS.export_base,
+        epochs=FLAGS.epochs,
+        steps_per_epoch=FLAGS.steps_per_epoch,
+        eval_steps=FLAGS.eval_steps,
+        seed=FLAGS.seed,
+        verbose=FLAGS.verbose,
+    )
+    config.validate()
+    return config
+
+
+def _train(argv) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    # Imported here so that --help and flag errors answer without loading TensorFlow.
+    from wdl_tf import features, input_pipeline, train_lib
+
+    try:
+        config = config_from_flags()
+        result = train_lib.train_and_evaluate(config)
+    except (ValueError, features.FeatureSpecError, input_pipeline.DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print("eval metrics: " + json.dumps(result.metrics, indent=2))
+    if result.bad_rows:
+        print(f"skipped malformed rows: {result.bad_rows}")
+    if result.export_path:
+        print(f"exported SavedModel: {result.export_path}")
+
+
+def run_train() -> None:
+    define_train_flags()
+    logging.set_verbosity(logging.WARNING)
+    app.run(_train)
+
+
+def train_main() -> None:
+    """Console entry point ``wdl-train``."""
+    run_train()

@@ -1,0 +1,139 @@
+"""Typed, validated configuration of a training run, and named presets.
+
+`scripts/train.py` turns its absl flags into one `TrainConfig` and calls
+`train_lib.train_and_evaluate(config)`; library code never reads flags (DESIGN.md §3.1).
+The resolved config is written to ``<model_dir>/config.json`` so a model dir says how it was
+made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from wdl_tf.datasets import DATASETS
+from wdl_tf.model import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which data to read and how.
+
+    Attributes:
+      dataset: ``census`` (embedded UCI Adult), ``census_synthetic`` (generated twin) or
+        ``files`` (``train_files``/``eval_files`` and ``feature_spec`` given by the user).
+      feature_spec: a preset name or a JSON file; empty = the dataset's preset.
+      train_files: comma-separated files or globs (CSV, optionally .gz, or .tfrecord[.gz]);
+        empty = the dataset's.
+      eval_files: the same for the evaluation split.
+      batch_size: global training batch size.
+      eval_batch_size: batch size of evaluation and export checks.
+      shuffle_buffer: rows in the shuffle buffer.
+      skip_bad_rows: drop (and count) malformed rows instead of failing.
+      validation_fraction: when > 0, hold out this share of the training rows (by a hash of
+        file and line) and evaluate on it instead of ``eval_files``: for tuning, so the test
+        split is never used to choose settings.
+      adapt_max_rows: rows read by the one bounded pass that learns vocabularies/quantiles.
+      synthetic_rows: training rows of a synthetic dataset.
+    """
+
+    dataset: str = "census"
+    feature_spec: str = ""
+    train_files: str = ""
+    eval_files: str = ""
+    batch_size: int = 256
+    eval_batch_size: int = 2048
+    shuffle_buffer: int = 10_000
+    skip_bad_rows: bool = False
+    validation_fraction: float = 0.0
+    adapt_max_rows: int = 1_000_000
+    synthetic_rows: int = 4000
+
+    def validate(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(
+                f"dataset: unknown value {self.dataset!r}; allowed values are {list(DATASETS)}"
+            )
+        if self.dataset == "files" and not (self.train_files and self.feature_spec):
+            raise ValueError("dataset 'files' needs train_files and feature_spec")
+        for name in ("batch_size", "eval_batch_size", "shuffle_buffer", "adapt_max_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(
+                f"validation_fraction: must be in [0, 1), got {self.validation_fraction}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """A whole training run: data, model, schedule, where to write.
+
+    Attributes:
+      model_dir: checkpoints, TensorBoard logs, config.json, feature_spec.json,
+        preprocessing.json, vocabularies/ and metrics.json. Rerunning with the same
+        model_dir resumes from its last checkpoint.
+      export_base: SavedModels are published to ``<export_base>/<integer version>/``;
+        empty = no export.
+      epochs: passes over the training data.
+      steps_per_epoch: when set, an epoch is this many batches (the data repeats).
+      eval_steps: when set, evaluate on at most this many batches.
+      seed: seed of shuffles and initializers.
+      verbose: Keras verbosity (1 = progress bar, 2 = one line per epoch, 0 = silent).
+    """
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    model_dir: str = "./models/census_train"
+    export_base: str = "./models/census"
+    epochs: int = 10
+    steps_per_epoch: int | None = None
+    eval_steps: int | None = None
+    seed: int = 0
+    verbose: int = 1
+
+    def validate(self) -> None:
+        self.data.validate()
+        self.model.validate()
+        if not self.model_dir:
+            raise ValueError("model_dir: must not be empty")
+        if self.epochs < 1:
+            raise ValueError(f"epochs: must be >= 1, got {self.epochs}")
+        for name in ("steps_per_epoch", "eval_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name}: must be >= 1 when set, got {value}")
+        if self.verbose not in (0, 1, 2):
+            raise ValueError(f"verbose: must be 0, 1 or 2, got {self.verbose}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> TrainConfig:
+        obj = dict(obj)
+        data = DataConfig(**obj.pop("data", {}))
+        model_obj = dict(obj.pop("model", {}))
+        if "hidden_units" in model_obj:
+            model_obj["hidden_units"] = tuple(model_obj["hidden_units"])
+        return cls(data=data, model=ModelConfig(**model_obj), **obj)
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    """Named starting points: ``census`` (the defaults) and ``test`` (tiny, for tests)."""
+    if name == "census":
+        config = TrainConfig()
+    elif name == "test":
+        config = TrainConfig(
+            data=DataConfig(dataset="census_synthetic", synthetic_rows=2000, batch_size=128),
+            model=ModelConfig(hidden_units=(32, 16)),
+            epochs=2,
+            verbose=0,
+        )
+    else:
+        raise ValueError(f"unknown config preset {name!r}; presets are ['census', 'test']")
+    return dataclasses.replace(config, **overrides) if overrides else config

@@ -1,0 +1,50 @@
+"""Datasets by name: their files, their feature spec preset, and synthetic twins for tests.
+
+``census`` is the UCI Adult data embedded in the package (CC BY 4.0): train on adult.data,
+evaluate on adult.test. ``census_synthetic`` is a generated twin with the census schema and
+learnable labels, small enough for end-to-end tests in seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
+CENSUS_TRAIN = os.path.join(DATA_DIR, "adult.data.gz")
+CENSUS_TEST = os.path.join(DATA_DIR, "adult.test.gz")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetFiles:
+    """Where a dataset's splits are and which feature spec preset reads them."""
+
+    name: str
+    feature_spec: str
+    train_files: tuple[str, ...]
+    eval_files: tuple[str, ...]
+
+
+DATASETS = ("census", "census_synthetic", "files")
+
+
+def get_dataset(
+    name: str, work_dir: str, *, synthetic_rows: int = 4000, seed: int = 0
+) -> DatasetFiles:
+    """The files of dataset ``name``; synthetic data is generated under ``work_dir``.
+
+    ``files`` means "the user gives train/eval files and a feature spec": it has no files of
+    its own.
+    """
+    if name == "census":
+        return DatasetFiles(name, "census", (CENSUS_TRAIN,), (CENSUS_TEST,))
+    if name == "census_synthetic":
+        from wdl_tf.datasets import synthetic
+
+        train, test = synthetic.write_census_twin(
+            os.path.join(work_dir, "synthetic_data"), rows=synthetic_rows, seed=seed
+        )
+        return DatasetFiles(name, "census", (train,), (test,))
+    if name == "files":
+        return DatasetFiles(name, "", (), ())
+    raise ValueError(f"dataset: unknown value {name!r}; allowed values are {list(DATASETS)}")

@@ -1,0 +1,348 @@
+"""tf.data readers for CSV and TFRecord (tf.Example) files: parse, check, batch, encode.
+
+Files are streamed line by line (or record by record), never loaded whole into Python
+memory. Rows are batched first and parsed vectorized, so there is no per-example Python and
+no per-example op dispatch; the FeaturePreprocessor then runs in a parallel map.
+
+A malformed CSV row (wrong number of fields, a non-number in a numeric column, an unknown
+label) stops the pipeline with a `DataError` naming the file, the line and the field; with
+``skip_bad_rows`` the row is dropped instead and counted in a `BadRowCounter`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import re
+from typing import Any
+
+import tensorflow as tf
+
+from wdl_tf import features as fs
+
+AUTOTUNE = tf.data.AUTOTUNE
+MALFORMED = "Malformed row: "
+_NUMBER_RE = r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?"
+_INT_RE = r"[+-]?\d+"
+TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfrecord.gz", ".tfrecords.gz")
+
+
+class DataError(ValueError):
+    """Bad input data: a missing file or a malformed row (file, line and field named)."""
+
+
+def raise_data_error(error: tf.errors.OpError) -> None:
+    """Turns a failed row check inside tf.data into a DataError with the clean message.
+
+    Re-raises anything else unchanged.
+    """
+    match = re.search(re.escape(MALFORMED) + r"(.*?)(?:\]|\n|$)", error.message)
+    if match:
+        raise DataError(MALFORMED + match.group(1)) from None
+    raise error
+
+
+def resolve_files(patterns: str | list[str] | tuple[str, ...]) -> list[str]:
+    """Expands comma-separated paths or globs; every one must match an existing file."""
+    if isinstance(patterns, str):
+        patterns = [p for p in patterns.split(",") if p.strip()]
+    if not patterns:
+        raise DataError("no data files given")
+    files = []
+    for pattern in patterns:
+        pattern = pattern.strip()
+        matched = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        matched = [m for m in matched if os.path.isfile(m)]
+        if not matched:
+            raise DataError(f"data file {pattern!r} does not exist (or matches no file)")
+        files.extend(matched)
+    return files
+
+
+def is_tfrecord(path: str) -> bool:
+    return path.endswith(TFRECORD_SUFFIXES)
+
+
+def _compression(path: str) -> str:
+    return "GZIP" if path.endswith(".gz") else ""
+
+
+class BadRowCounter:
+    """Counts rows dropped with ``skip_bad_rows`` (a variable the tf.data map adds to)."""
+
+    def __init__(self):
+        self.variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_rows")
+
+    @property
+    def count(self) -> int:
+        return int(self.variable.numpy())
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadOptions:
+    """How to read a split of the data.
+
+    Attributes:
+      batch_size: rows per batch (the last batch of an epoch may be smaller; with
+        skip_bad_rows, a batch holding bad rows is smaller too).
+      shuffle: shuffle files and rows (training); otherwise rows come in file order.
+      shuffle_buffer: rows held in the shuffle buffer.
+      seed: seed of the shuffles.
+      skip_bad_rows: drop malformed rows and count them instead of failing.
+      split: ``None`` (all rows), ``train`` or ``validation``: a deterministic split of the
+        rows by a hash of (file name, line number), for tuning without touching the test set.
+      validation_fraction: share of rows in the ``validation`` split.
+      max_rows: stop after this many rows (None: all); used for the bounded adapt pass.
+    """
+
+    batch_size: int = 256
+    shuffle: bool = False
+    shuffle_buffer: int = 10_000
+    seed: int = 0
+    skip_bad_rows: bool = False
+    split: str | None = None
+    validation_fraction: float = 0.1
+    max_rows: int | None = None
+
+
+def _lines(files: list[str], spec: fs.FeatureSpec, opts: ReadOptions) -> tf.data.Dataset:
+    """(file, line number, line) for every data line of every file, files interleaved."""
+    csv = spec.csv
+
+    def read(path, compression):
+        lines = tf.data.TextLineDataset(path, compression_type=compression)
+        return lines.enumerate(start=1).map(lambda i, line: (path, i, line))
+
+    ds = tf.data.Dataset.from_tensor_slices((files, [_compression(f) for f in files]))
+    if opts.shuffle:
+        ds = ds.shuffle(len(files), seed=opts.seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(
+        read,
+        cycle_length=min(len(files), 8),
+        num_parallel_calls=AUTOTUNE if len(files) > 1 else None,
+        deterministic=not opts.shuffle,
+    )
+
+    def keep(path, lineno, line):
+        text = tf.strings.strip(line)
+        ok = (tf.strings.length(text) > 0) & (lineno > csv.skip_header_lines)
+        if csv.comment_prefix:
+            ok &= ~tf.strings.regex_full_match(text, re.escape(csv.comment_prefix) + ".*")
+        if opts.split is not None:
+            key = tf.strings.join([path, tf.strings.as_string(lineno)], ":")
+            in_val = tf.strings.to_hash_bucket_fast(key, 10_000) < int(
+                opts.validation_fraction * 10_000
+            )
+            ok &= in_val if opts.split == "validation" else ~in_val
+        return ok
+
+    return ds.filter(keep)
+
+
+def _first_bad_message(bad: list[tf.Tensor], messages: list[tf.Tensor]) -> tf.Tensor:
+    """Per row, the message of its first failing check ("" when every check passed)."""
+    out = tf.fill(tf.shape(bad[0]), "")
+    for b, m in reversed(list(zip(bad, messages))):
+        out = tf.where(b, m, out)
+    return out
+
+
+def _csv_parser(spec: fs.FeatureSpec, skip_bad_rows: bool, counter: BadRowCounter | None):
+    """A function (files, line numbers, lines) [B] → (raw features dict, label [B, 1])."""
+    csv = spec.csv
+    ncols = len(csv.columns)
+    col = {name: j for j, name in enumerate(csv.columns)}
+    label = spec.label
+    known_labels = list(label.positive_values) + list(label.negative_values)
+
+    def where_prefix(path, lineno, column=None):
+        parts = [path, ":", tf.strings.as_string(lineno), ": "]
+        if column is not None:
+            parts.append(f"field '{column}' (column {col[column] + 1}) value '")
+        return parts
+
+    def parse(path, lineno, lines):
+        fields = tf.strings.split(lines, sep=csv.delimiter)
+        nfields = fields.row_lengths()
+        table = tf.strings.strip(fields.to_tensor(default_value="", shape=[None, ncols]))
+        bad = [tf.not_equal(nfields, ncols)]
+        messages = [
+            tf.strings.join(
+                where_prefix(path, lineno)
+                + [f"expected {ncols} fields, got ", tf.strings.as_string(nfields)]
+            )
+        ]
+
+        def missing(values):
+            miss = tf.equal(values, "")
+            for na in csv.na_values:
+                miss |= tf.equal(values, na)
+            return miss
+
+        raw = {}
+        for f in spec.features:
+            values = table[:, col[f.name]]
+            miss = missing(values)
+            if f.kind == fs.NUMERIC or (f.kind == fs.CATEGORICAL and f.dtype == "int"):
+                pattern, what = (_NUMBER_RE, "a number") if f.kind == fs.NUMERIC else (
+                    _INT_RE,
+                    "an integer",
+                )
+                valid = tf.strings.regex_full_match(values, pattern)
+                dtype = tf.float32 if f.kind == fs.NUMERIC else tf.int64
+                bad.append(~miss & ~valid)
+                messages.append(
+                    tf.strings.join(
+                        where_prefix(path, lineno, f.name) + [values, f"' is not {what}"]
+                    )
+                )
+                number = tf.strings.to_number(tf.where(valid, values, "0"), out_type=dtype)
+                parsed = tf.where(miss | ~valid, tf.constant(f.raw_default, dtype), number)
+            else:
+                if f.kind == fs.MULTIVALENT and f.dtype == "int":
+                    elements = tf.strings.split(values, sep=f.separator)
+                    elements = tf.ragged.boolean_mask(elements, tf.strings.length(elements) > 0)
+                    ok = tf.strings.regex_full_match(elements, _INT_RE)
+                    bad.append(~miss & ~tf.reduce_all(ok, axis=1))
+                    messages.append(
+                        tf.strings.join(
+                            where_prefix(path, lineno, f.name)
+                            + [values, f"' is not a list of integers separated by "
+                               f"'{f.separator}'"]
+                        )
+                    )
+                parsed = tf.where(miss, tf.constant(f.raw_default, tf.string), values)
+            raw[f.name] = tf.reshape(parsed, [-1, 1])
+        label_values = table[:, col[label.name]]
+        is_positive = tf.zeros_like(label_values, tf.bool)
+        is_known = tf.zeros_like(label_values, tf.bool)
+        for v in known_labels:
+            is_known |= tf.equal(label_values, v)
+            if v in label.positive_values:
+                is_positive |= tf.equal(label_values, v)
+        bad.append(~is_known)
+        messages.append(
+            tf.strings.join(
+                where_prefix(path, lineno, label.name)
+                + [label_values, f"' is not a label; allowed values are {known_labels}"]
+            )
+        )
+        labels = tf.reshape(tf.cast(is_positive, tf.float32), [-1, 1])
+
+        row_message = _first_bad_message(bad, messages)
+        row_ok = tf.equal(row_message, "")
+        if skip_bad_rows:
+            if counter is not None:
+                counter.variable.assign_add(tf.reduce_sum(tf.cast(~row_ok, tf.int64)))
+            raw = {k: tf.boolean_mask(v, row_ok) for k, v in raw.items()}
+            labels = tf.boolean_mask(labels, row_ok)
+            return raw, labels
+        first = tf.boolean_mask(row_message, ~row_ok)[:1]
+        check = tf.debugging.Assert(tf.reduce_all(row_ok), [MALFORMED, first], summarize=1)
+        with tf.control_dependencies([check]):
+            labels = tf.identity(labels)
+        return raw, labels
+
+    return parse
+
+
+def example_parse_spec(spec: fs.FeatureSpec, with_label: bool = True) -> dict[str, Any]:
+    """tf.io.parse_example features for the spec (multivalent features are VarLen lists)."""
+    out = {}
+    for f in spec.features:
+        if f.kind == fs.MULTIVALENT:
+            out[f.name] = tf.io.RaggedFeature(tf.string if f.dtype == "string" else tf.int64)
+        else:
+            dtype = {"float": tf.float32, "string": tf.string, "int": tf.int64}[f.dtype]
+            out[f.name] = tf.io.FixedLenFeature([1], dtype, default_value=[f.raw_default])
+    if with_label:
+        out[spec.label.name] = tf.io.FixedLenFeature([1], tf.float32)
+    return out
+
+
+def parse_examples(spec: fs.FeatureSpec, serialized: tf.Tensor, with_label: bool = True):
+    """Serialized tf.Examples [B] → raw features dict (and label [B, 1] when with_label)."""
+    parsed = tf.io.parse_example(serialized, example_parse_spec(spec, with_label))
+    if not with_label:
+        return parsed
+    labels = parsed.pop(spec.label.name)
+    return parsed, labels
+
+
+def make_example(spec: fs.FeatureSpec, row: dict[str, Any], label: float | None = None):
+    """A tf.train.Example of one row of raw values (lists for multivalent features)."""
+    feats = {}
+    for f in spec.features:
+        if f.name not in row:
+            continue
+        value = row[f.name]
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if f.kind == fs.NUMERIC:
+            feats[f.name] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
+        elif f.dtype == "int":
+            feats[f.name] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+        else:
+            feats[f.name] = tf.train.Feature(
+                bytes_list=tf.train.BytesList(value=[str(v).encode() for v in values])
+            )
+    if label is not None:
+        feats[spec.label.name] = tf.train.Feature(float_list=tf.train.FloatList(value=[label]))
+    return tf.train.Example(features=tf.train.Features(feature=feats))
+
+
+def read_raw(
+    spec: fs.FeatureSpec,
+    files: str | list[str],
+    opts: ReadOptions,
+    counter: BadRowCounter | None = None,
+) -> tf.data.Dataset:
+    """Batches of (raw features dict of [B, 1] tensors, label [B, 1] float32), one epoch."""
+    files = resolve_files(files)
+    kinds = {is_tfrecord(f) for f in files}
+    if len(kinds) > 1:
+        raise DataError(f"cannot mix CSV and TFRecord files in one split: {files}")
+    if kinds.pop():
+        ds = tf.data.Dataset.from_tensor_slices(files).interleave(
+            lambda p: tf.data.TFRecordDataset(p, compression_type=_compression_of_tensor(p)),
+            cycle_length=min(len(files), 8),
+            num_parallel_calls=AUTOTUNE if len(files) > 1 else None,
+            deterministic=not opts.shuffle,
+        )
+        if opts.max_rows is not None:
+            ds = ds.take(opts.max_rows)
+        if opts.shuffle:
+            ds = ds.shuffle(opts.shuffle_buffer, seed=opts.seed, reshuffle_each_iteration=True)
+        return ds.batch(opts.batch_size).map(
+            lambda s: parse_examples(spec, s), num_parallel_calls=AUTOTUNE
+        )
+    ds = _lines(files, spec, opts)
+    if opts.max_rows is not None:
+        ds = ds.take(opts.max_rows)
+    if opts.shuffle:
+        ds = ds.shuffle(opts.shuffle_buffer, seed=opts.seed, reshuffle_each_iteration=True)
+    parser = _csv_parser(spec, opts.skip_bad_rows, counter)
+    return ds.batch(opts.batch_size).map(
+        parser, num_parallel_calls=AUTOTUNE, deterministic=not opts.shuffle
+    )
+
+
+def _compression_of_tensor(path: tf.Tensor) -> tf.Tensor:
+    return tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
+
+
+def make_dataset(
+    spec: fs.FeatureSpec,
+    files: str | list[str],
+    opts: ReadOptions,
+    preprocessor,
+    counter: BadRowCounter | None = None,
+) -> tf.data.Dataset:
+    """Batches of (encoded model inputs, label) for fit/evaluate, preprocessed in parallel."""
+    ds = read_raw(spec, files, opts, counter)
+    ds = ds.map(
+        lambda raw, y: (preprocessor(raw), y),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=not opts.shuffle,
+    )
+    return ds.prefetch(AUTOTUNE)

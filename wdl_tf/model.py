@@ -1,0 +1,316 @@
+"""The Wide & Deep model (Cheng et al., 2016), built with the Keras functional API.
+
+    P(Y=1 | x) = σ(w_wideᵀ [x, φ(x)] + w_deepᵀ a(l_f) + b)            (paper eq. 3, P4)
+
+The wide part is a linear model over sparse ids and crosses: one weight per id, summed per
+feature (P1, P2). The deep part concatenates embeddings of the ids with the normalized
+numerics and runs them through ReLU layers (P3). Both logits are added in one logistic
+output and trained jointly. Every wide variable lives under ``wide/`` and every deep one under
+``deep/``, so the optimizers (FTRL for wide, AdaGrad for deep, P5), warm start and inspection
+select them by path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from wdl_tf import optimizers as wdl_optimizers
+from wdl_tf.preprocessing import PAD_ID, EncodedFeature
+
+MODEL_TYPES = ("wide", "deep", "wide_deep")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and optimizer settings.
+
+    Attributes:
+      model_type: ``wide`` (linear only), ``deep`` (DNN only) or ``wide_deep`` (joint).
+      hidden_units: sizes of the deep part's ReLU layers.
+      dropout: dropout rate after each hidden layer (0 = none).
+      batch_norm: batch normalization before each hidden layer's ReLU.
+      embedding_dim: overrides every feature's embedding size when set.
+      linear_learning_rate: FTRL learning rate of the wide part.
+      linear_l1: FTRL L1 regularization strength (sparsity of the wide weights).
+      linear_l2: FTRL L2 regularization strength.
+      dnn_learning_rate: AdaGrad learning rate of the deep part.
+      seed: seed of the weight initializers.
+    """
+
+    model_type: str = "wide_deep"
+    hidden_units: tuple[int, ...] = (1024, 512, 256)
+    dropout: float = 0.0
+    batch_norm: bool = False
+    embedding_dim: int | None = None
+    linear_learning_rate: float = 0.05
+    linear_l1: float = 0.001
+    linear_l2: float = 0.001
+    dnn_learning_rate: float = 0.03
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(
+                f"model_type: unknown value {self.model_type!r}; allowed values are "
+                f"{list(MODEL_TYPES)}"
+            )
+        if not self.hidden_units or any(u < 1 for u in self.hidden_units):
+            raise ValueError(
+                f"hidden_units: expected positive layer sizes, got {list(self.hidden_units)}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout: must be in [0, 1), got {self.dropout}")
+        if self.embedding_dim is not None and self.embedding_dim < 1:
+            raise ValueError(f"embedding_dim: must be >= 1, got {self.embedding_dim}")
+        for name in ("linear_learning_rate", "dnn_learning_rate"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        for name in ("linear_l1", "linear_l2"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def has_wide(self) -> bool:
+        return self.model_type in ("wide", "wide_deep")
+
+    @property
+    def has_deep(self) -> bool:
+        return self.model_type in ("deep", "wide_deep")
+
+
+def _pool(values: tf.Tensor, ids: tf.Tensor, combiner: str) -> tf.Tensor:
+    """Pools [B, L, D] rows of a multivalent feature over its non-padding ids → [B, D]."""
+    mask = tf.cast(tf.not_equal(ids, PAD_ID), values.dtype)[..., None]
+    total = tf.reduce_sum(values * mask, axis=1)
+    if combiner == "sum":
+        return total
+    count = tf.reduce_sum(mask, axis=1)
+    if combiner == "sqrtn":
+        return tf.math.divide_no_nan(total, tf.sqrt(count))
+    return tf.math.divide_no_nan(total, count)
+
+
+class WideLinear(keras.layers.Layer):
+    """The wide part: y = Σ_f Σ_{id ∈ x_f} w_f[id] + Σ_d v_d · x_d (+ b).
+
+    One [size, 1] weight table per sparse feature or cross (``wide/<name>``), gathered so its
+    gradient is sparse (IndexedSlices: only the rows in the batch change), plus one weight
+    per dense numeric that feeds the wide part, plus the joint bias ``wide/bias``.
+    Weights start at zero, as a linear model trained with FTRL does.
+    """
+
+    def __init__(self, features: list[EncodedFeature], use_bias: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.features = [f for f in features if f.wide]
+        self.use_bias = use_bias
+
+    def build(self, input_shape=None):
+        self.tables = {}
+        for f in self.features:
+            self.tables[f.name] = self.add_weight(
+                name=f.name, shape=(f.size, 1), initializer="zeros"
+            )
+        if self.use_bias:
+            self.bias = self.add_weight(name="bias", shape=(1,), initializer="zeros")
+
+    def call(self, inputs):
+        terms = []
+        for f in self.features:
+            x = inputs[f.name]
+            table = self.tables[f.name]
+            if f.kind == "dense":
+                terms.append(x * tf.reshape(table, [1, 1]))
+            elif f.kind == "ids":
+                terms.append(tf.gather(table, x[:, 0]))
+            else:
+                terms.append(_pool(tf.gather(table, x), x, "sum"))
+        logit = tf.add_n(terms)
+        if self.use_bias:
+            logit = logit + self.bias
+        return logit
+
+
+class DeepTower(keras.layers.Layer):
+    """The deep part: [embeddings ‖ normalized numerics] → ReLU layers → one logit.
+
+    Embedding tables ``deep/emb_<name>`` ([size, dim], random normal with stddev 1/√dim) are
+    gathered, so their gradients are sparse too; multivalent ids are pooled by the feature's
+    combiner. Hidden layers ``deep/hidden_<i>`` (optionally batch-normalized, then dropout).
+    """
+
+    def __init__(
+        self,
+        features: list[EncodedFeature],
+        hidden_units: tuple[int, ...],
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        embedding_dim: int | None = None,
+        use_bias: bool = True,
+        seed: int = 0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.features = [f for f in features if f.deep]
+        self.embedding_dim = embedding_dim
+        self.seed = seed
+        self.hidden = []
+        for i, units in enumerate(hidden_units):
+            block = [
+                keras.layers.Dense(
+                    units,
+                    use_bias=not batch_norm,
+                    kernel_initializer=keras.initializers.GlorotUniform(seed=seed + i),
+                    name=f"hidden_{i}",
+                )
+            ]
+            if batch_norm:
+                block.append(keras.layers.BatchNormalization(name=f"batch_norm_{i}"))
+            block.append(keras.layers.ReLU(name=f"relu_{i}"))
+            if dropout:
+                block.append(keras.layers.Dropout(dropout, seed=seed + i, name=f"dropout_{i}"))
+            self.hidden.extend(block)
+        self.logit = keras.layers.Dense(
+            1,
+            use_bias=use_bias,
+            kernel_initializer=keras.initializers.GlorotUniform(seed=seed + len(hidden_units)),
+            name="logit",
+        )
+
+    def _dim(self, f: EncodedFeature) -> int:
+        return self.embedding_dim or f.embedding_dim
+
+    def build(self, input_shape=None):
+        self.tables = {}
+        width = 0
+        for i, f in enumerate(self.features):
+            if f.kind == "dense":
+                width += 1
+                continue
+            dim = self._dim(f)
+            self.tables[f.name] = self.add_weight(
+                name=f"emb_{f.name}",
+                shape=(f.size, dim),
+                initializer=keras.initializers.RandomNormal(
+                    stddev=dim**-0.5, seed=self.seed + 1000 + i
+                ),
+            )
+            width += dim
+        for layer in self.hidden + [self.logit]:
+            layer.build((None, width))
+            if isinstance(layer, keras.layers.Dense):
+                width = layer.units
+
+    def call(self, inputs, training=None):
+        parts = []
+        for f in self.features:
+            x = inputs[f.name]
+            if f.kind == "dense":
+                parts.append(x)
+            elif f.kind == "ids":
+                parts.append(tf.gather(self.tables[f.name], x[:, 0]))
+            else:
+                parts.append(_pool(tf.gather(self.tables[f.name], x), x, f.combiner))
+        h = tf.concat(parts, axis=1)
+        for layer in self.hidden:
+            h = layer(h, training=training)
+        return self.logit(h)
+
+
+def model_inputs(features: list[EncodedFeature]) -> dict[str, keras.KerasTensor]:
+    """One keras.Input per encoded feature, with the dtype and shape the preprocessor emits."""
+    inputs = {}
+    for f in features:
+        if f.kind == "dense":
+            inputs[f.name] = keras.Input(shape=(1,), dtype="float32", name=f.name)
+        elif f.kind == "ids":
+            inputs[f.name] = keras.Input(shape=(1,), dtype="int64", name=f.name)
+        else:
+            inputs[f.name] = keras.Input(shape=(None,), dtype="int64", name=f.name)
+    return inputs
+
+
+def build_model(features: list[EncodedFeature], config: ModelConfig) -> keras.Model:
+    """The functional model: encoded features → P(Y=1), shape [B, 1].
+
+    Args:
+      features: the preprocessor's `encoded_features` (names, kinds, table sizes).
+      config: architecture; ``model_type`` selects wide, deep or both.
+    """
+    config.validate()
+    used = [
+        f
+        for f in features
+        if (config.has_wide and f.wide) or (config.has_deep and f.deep)
+    ]
+    if config.has_wide and not any(f.wide for f in used):
+        raise ValueError("model_type needs a wide part, but no feature has wide=true")
+    if config.has_deep and not any(f.deep for f in used):
+        raise ValueError("model_type needs a deep part, but no feature has deep=true")
+    inputs = model_inputs(used)
+    logits = []
+    if config.has_wide:
+        wide_inputs = {f.name: inputs[f.name] for f in used if f.wide}
+        logits.append(WideLinear(used, use_bias=True, name="wide")(wide_inputs))
+    if config.has_deep:
+        deep_inputs = {f.name: inputs[f.name] for f in used if f.deep}
+        tower = DeepTower(
+            used,
+            config.hidden_units,
+            dropout=config.dropout,
+            batch_norm=config.batch_norm,
+            embedding_dim=config.embedding_dim,
+            # The joint model has one bias b (the wide part's); deep-only needs its own.
+            use_bias=not config.has_wide,
+            seed=config.seed,
+            name="deep",
+        )
+        logits.append(tower(deep_inputs))
+    logit = logits[0] if len(logits) == 1 else keras.layers.Add(name="joint_logit")(logits)
+    probability = keras.layers.Activation("sigmoid", name="probability", dtype="float32")(logit)
+    return keras.Model(inputs=inputs, outputs=probability, name=f"wdl_{config.model_type}")
+
+
+def build_optimizer(config: ModelConfig) -> keras.optimizers.MultiOptimizer:
+    """FTRL with L1/L2 for every ``wide/`` variable, AdaGrad for every ``deep/`` one (P5)."""
+    ftrl = wdl_optimizers.Ftrl(
+        learning_rate=config.linear_learning_rate,
+        l1_regularization_strength=config.linear_l1,
+        l2_regularization_strength=config.linear_l2,
+        name="wide_ftrl",
+    )
+    adagrad = wdl_optimizers.Adagrad(
+        learning_rate=config.dnn_learning_rate, name="deep_adagrad"
+    )
+    optimizer_map = keras.optimizers.OptimizerMap(
+        default_optimizer=adagrad, optimizer_map={"wide/.*": ftrl, "deep/.*": adagrad}
+    )
+    return keras.optimizers.MultiOptimizer(optimizer_map, name="wide_deep")
+
+
+def check_variable_paths(model: keras.Model) -> None:
+    """Fails if a trainable variable is outside ``wide/`` and ``deep/`` (it would get no
+    deliberate optimizer)."""
+    stray = [
+        v.path
+        for v in model.trainable_variables
+        if not v.path.startswith(("wide/", "deep/"))
+    ]
+    if stray:
+        raise ValueError(f"trainable variables outside wide/ and deep/: {stray}")
+
+
+def compile_model(model: keras.Model, config: ModelConfig) -> keras.Model:
+    """Compiles with the joint logistic loss, the two optimizers and streaming metrics."""
+    check_variable_paths(model)
+    model.compile(
+        optimizer=build_optimizer(config),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[
+            keras.metrics.AUC(num_thresholds=2000, name="auc"),
+            keras.metrics.BinaryAccuracy(name="accuracy"),
+        ],
+    )
+    return model
