@@ -106,6 +106,17 @@ class ReadOptions:
     max_rows: int | None = None
 
 
+def _interleave_args(files: list[str], opts: ReadOptions) -> dict[str, Any]:
+    """Read up to 8 files at once, in parallel; rows stay in file order unless shuffling."""
+    if len(files) == 1:
+        return {"cycle_length": 1}
+    return {
+        "cycle_length": min(len(files), 8),
+        "num_parallel_calls": AUTOTUNE,
+        "deterministic": not opts.shuffle,
+    }
+
+
 def _lines(files: list[str], spec: fs.FeatureSpec, opts: ReadOptions) -> tf.data.Dataset:
     """(file, line number, line) for every data line of every file, files interleaved."""
     csv = spec.csv
@@ -117,12 +128,7 @@ def _lines(files: list[str], spec: fs.FeatureSpec, opts: ReadOptions) -> tf.data
     ds = tf.data.Dataset.from_tensor_slices((files, [_compression(f) for f in files]))
     if opts.shuffle:
         ds = ds.shuffle(len(files), seed=opts.seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(
-        read,
-        cycle_length=min(len(files), 8),
-        num_parallel_calls=AUTOTUNE if len(files) > 1 else None,
-        deterministic=not opts.shuffle,
-    )
+    ds = ds.interleave(read, **_interleave_args(files, opts))
 
     def keep(path, lineno, line):
         text = tf.strings.strip(line)
@@ -305,9 +311,7 @@ def read_raw(
     if kinds.pop():
         ds = tf.data.Dataset.from_tensor_slices(files).interleave(
             lambda p: tf.data.TFRecordDataset(p, compression_type=_compression_of_tensor(p)),
-            cycle_length=min(len(files), 8),
-            num_parallel_calls=AUTOTUNE if len(files) > 1 else None,
-            deterministic=not opts.shuffle,
+            **_interleave_args(files, opts),
         )
         if opts.max_rows is not None:
             ds = ds.take(opts.max_rows)

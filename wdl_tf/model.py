@@ -249,7 +249,9 @@ def build_model(features: list[EncodedFeature], config: ModelConfig) -> keras.Mo
         raise ValueError("model_type needs a wide part, but no feature has wide=true")
     if config.has_deep and not any(f.deep for f in used):
         raise ValueError("model_type needs a deep part, but no feature has deep=true")
-    inputs = model_inputs(used)
+    # Every encoded feature is an input, used or not: Keras maps a dict with extra keys to
+    # inputs by position, so a model must accept exactly what the preprocessor emits.
+    inputs = model_inputs(features)
     logits = []
     if config.has_wide:
         wide_inputs = {f.name: inputs[f.name] for f in used if f.wide}
@@ -314,3 +316,32 @@ def compile_model(model: keras.Model, config: ModelConfig) -> keras.Model:
         ],
     )
     return model
+
+
+def make_checkpoint(model: keras.Model, **extra) -> tf.train.Checkpoint:
+    """A checkpoint of the model's variables and all its optimizers' state, keyed by path.
+
+    ``tf.train.Checkpoint(model=..., optimizer=...)`` is not enough with Keras 3: it does not
+    track the sub-optimizers of a MultiOptimizer, so FTRL and AdaGrad slots would silently
+    be left out and start from scratch on resume. Keying every variable by its Keras path
+    (``wide/education``, ``wide_ftrl/wide_education_accumulator``) saves all of them and
+    keeps checkpoints readable by path (for warm start and inspection).
+
+    Args:
+      model: a compiled model whose optimizer is built.
+      extra: more trackables to save (e.g. an epoch counter variable).
+    """
+
+    def by_path(variables) -> dict[str, tf.Variable]:
+        out = {}
+        for v in variables:
+            key = v.path.replace("/", ".")
+            if key in out:
+                raise ValueError(f"two variables share the path {v.path!r}")
+            out[key] = v.value if hasattr(v, "value") else v
+        return out
+
+    state = {"model": by_path(model.variables)}
+    if model.optimizer is not None:
+        state["optimizer"] = by_path(model.optimizer.variables)
+    return tf.train.Checkpoint(**state, **extra)

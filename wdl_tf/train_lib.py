@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -28,6 +29,8 @@ from wdl_tf import preprocessing as pp
 from wdl_tf.config import TrainConfig
 
 log = logging.getLogger("wdl_tf")
+# Keras warns at the end of the first epoch of any dataset of unknown length; ours stream.
+warnings.filterwarnings("ignore", message="Your input ran out of data")
 
 
 @dataclasses.dataclass
@@ -154,12 +157,12 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
 
     preprocessor, model = build_for_training(config, state, spec)
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=epoch)
+    checkpoint = model_lib.make_checkpoint(model, epoch=epoch)
     manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(config.model_dir, "checkpoints"), max_to_keep=3
     )
     if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        checkpoint.restore(manager.latest_checkpoint).assert_consumed()
         log.info("resumed from %s (epoch %d)", manager.latest_checkpoint, int(epoch.numpy()))
     initial_epoch = int(epoch.numpy())
 
@@ -185,6 +188,7 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
                 steps_per_epoch=config.steps_per_epoch,
                 callbacks=callbacks,
                 verbose=config.verbose,
+                shuffle=False,  # the tf.data pipeline shuffles
             )
         except tf.errors.InvalidArgumentError as e:
             input_pipeline.raise_data_error(e)
