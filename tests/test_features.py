@@ -109,28 +109,63 @@ def test_defaults_filled_in():
 # Serialization round trips.
 
 
-@pytest.mark.xfail(
-    reason="BUG features.py:205 FeatureSpec.to_dict emits defaulted fields (separator, "
-    "combiner on numerics; normalization, num_quantiles on categoricals) that from_dict "
-    "rejects: 'features[0].separator: not allowed for a numeric feature'",
-    raises=fs.FeatureSpecError,
-    strict=True,
-)
 def test_census_round_trip_to_dict_from_dict():
     spec = fs.preset("census")
     assert fs.from_dict(spec.to_dict()) == spec
 
 
-@pytest.mark.xfail(
-    reason="BUG features.py:205 (same as above): to_dict output is not loadable by from_dict",
-    raises=fs.FeatureSpecError,
-    strict=True,
-)
 def test_save_load_round_trip(tmp_path):
     spec = fs.from_dict(base_spec())
     path = tmp_path / "spec.json"
     spec.save(str(path))
     assert fs.load(str(path)) == spec
+
+
+def test_round_trip_of_every_field_kind():
+    # Non-default values everywhere, so that a field dropped by to_dict would show.
+    obj = {
+        "name": "rich",
+        "csv": {
+            "columns": ["n", "q", "i", "m", "y"],
+            "delimiter": ";",
+            "na_values": ["?", "-"],
+            "comment_prefix": "#",
+            "skip_header_lines": 2,
+        },
+        "label": {"name": "y", "positive_values": ["p"], "negative_values": ["n", "nn"]},
+        "features": [
+            {
+                "name": "n",
+                "kind": "numeric",
+                "normalization": "zscore",
+                "default": 1.5,
+                "wide": False,
+                "embedding_dim": 8,
+            },
+            {"name": "q", "kind": "numeric", "num_quantiles": 7, "bucketize": {"num_quantiles": 3}},
+            {
+                "name": "i",
+                "kind": "categorical",
+                "dtype": "int",
+                "default": 4,
+                "vocabulary": {"min_count": 3, "num_oov_buckets": 2, "max_tokens": 10},
+            },
+            {
+                "name": "m",
+                "kind": "multivalent",
+                "separator": ";;",
+                "combiner": "sqrtn",
+                "hash_buckets": 64,
+                "deep": False,
+            },
+        ],
+        "crosses": [{"features": ["m", "q", "i"], "hash_buckets": 5, "name": "mqi"}],
+    }
+    spec = fs.from_dict(obj)
+    assert spec.feature("m").combiner == "sqrtn"  # the values really were read
+    assert spec.crosses[0].key == "mqi"
+    assert fs.from_dict(spec.to_dict()) == spec
+    assert fs.from_json(spec.to_json()) == spec
 
 
 def test_to_dict_is_json_and_drops_none():
@@ -184,9 +219,7 @@ def test_cross_hash_buckets_not_positive(value):
     def mutate(o):
         o["crosses"][0]["hash_buckets"] = value
 
-    with pytest.raises(
-        fs.FeatureSpecError, match=rf"crosses\[0\]\.hash_buckets: .*got {value}"
-    ):
+    with pytest.raises(fs.FeatureSpecError, match=rf"crosses\[0\]\.hash_buckets: .*got {value}"):
         fs.from_dict(_mutated(mutate))
 
 
@@ -269,9 +302,7 @@ def test_feature_not_a_csv_column():
     def mutate(o):
         o["features"].append({"name": "salary", "kind": "numeric"})
 
-    with pytest.raises(
-        fs.FeatureSpecError, match=r"features\[5\]\.name: 'salary' is not a column"
-    ):
+    with pytest.raises(fs.FeatureSpecError, match=r"features\[5\]\.name: 'salary' is not a column"):
         fs.from_dict(_mutated(mutate))
 
 

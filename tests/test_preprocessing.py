@@ -104,8 +104,13 @@ def test_adapt_learns_vocabulary_moments_and_quantiles():
     spec = make_spec(
         [
             {"name": "c", "kind": "categorical", "vocabulary": {"min_count": 2}},
-            {"name": "x", "kind": "numeric", "normalization": "cdf", "num_quantiles": 2,
-             "bucketize": {"num_quantiles": 2}},
+            {
+                "name": "x",
+                "kind": "numeric",
+                "normalization": "cdf",
+                "num_quantiles": 2,
+                "bucketize": {"num_quantiles": 2},
+            },
             {"name": "t", "kind": "multivalent"},
         ]
     )
@@ -143,13 +148,6 @@ def test_adapt_without_rows():
         pp.adapt(spec, [])
 
 
-@pytest.mark.xfail(
-    reason="BUG preprocessing.py:145-152 adapt counts the missing-value default ('' / -1) as "
-    "a token, so a frequent missing value gets its own vocabulary id instead of the OOV id "
-    "documented by FeatureConfig.raw_default",
-    raises=AssertionError,
-    strict=True,
-)
 def test_adapt_missing_value_is_oov():
     spec = make_spec([{"name": "c", "kind": "categorical"}])
     # "" is what the CSV parser produces for an empty / na_values field of a string feature.
@@ -183,9 +181,7 @@ def test_string_lookup_oov_and_min_count():
 
 
 def test_two_oov_buckets():
-    spec = make_spec(
-        [{"name": "c", "kind": "categorical", "vocabulary": {"num_oov_buckets": 2}}]
-    )
+    spec = make_spec([{"name": "c", "kind": "categorical", "vocabulary": {"num_oov_buckets": 2}}])
     prep = pp.FeaturePreprocessor(spec, state_of(c=pp.FeatureState(vocabulary=["a", "b"])))
     out = column(prep({"c": strings("a", "b", "zz", "qq", "zz")})["c"])
     # OOV ids are 0 and 1, vocabulary from 2.
@@ -204,13 +200,6 @@ def test_integer_lookup():
     assert prep.encoded_features[0].size == 4
 
 
-@pytest.mark.xfail(
-    reason="BUG preprocessing.py:318 the placeholder token '\\0' of an empty string "
-    "vocabulary is stored as '' (NUL-truncated), so '' (the missing-value default) maps to "
-    "id 1 instead of the OOV id 0",
-    raises=AssertionError,
-    strict=True,
-)
 def test_empty_vocabulary_maps_everything_to_oov():
     spec = make_spec([{"name": "c", "kind": "categorical"}])
     prep = pp.FeaturePreprocessor(spec, state_of(c=pp.FeatureState(vocabulary=[])))
@@ -267,9 +256,7 @@ def test_multivalent_ids_shifted_and_padded():
 
 
 def test_multivalent_custom_separator_and_int_dtype():
-    spec = make_spec(
-        [{"name": "t", "kind": "multivalent", "dtype": "int", "separator": ";"}]
-    )
+    spec = make_spec([{"name": "t", "kind": "multivalent", "dtype": "int", "separator": ";"}])
     prep = pp.FeaturePreprocessor(spec, state_of(t=pp.FeatureState(vocabulary=[7, 9])))
     out = prep({"t": strings("9;7", "5")})["t"]
     # 7 -> 1 + 1 = 2, 9 -> 2 + 1 = 3, 5 unseen -> 0 + 1 = 1.
@@ -292,9 +279,7 @@ def test_multivalent_cross_with_single():
         ],
         [{"features": ["apps", "imp"], "hash_buckets": 50}],
     )
-    prep = pp.FeaturePreprocessor(
-        spec, state_of(apps=pp.FeatureState(), imp=pp.FeatureState())
-    )
+    prep = pp.FeaturePreprocessor(spec, state_of(apps=pp.FeatureState(), imp=pp.FeatureState()))
     out = prep({"apps": strings("x|y", "", "z"), "imp": strings("P", "Q", "R")})["apps_X_imp"]
 
     # The documented definition (preprocessing.py, _multivalent_cross): per element,
@@ -327,8 +312,14 @@ def test_multivalent_cross_with_bucketized_numeric():
 
 def test_bucketized_numeric():
     spec = make_spec(
-        [{"name": "age", "kind": "numeric", "normalization": "none",
-          "bucketize": {"boundaries": [18, 25, 30]}}]
+        [
+            {
+                "name": "age",
+                "kind": "numeric",
+                "normalization": "none",
+                "bucketize": {"boundaries": [18, 25, 30]},
+            }
+        ]
     )
     state = state_of(age=pp.FeatureState(bucket_boundaries=[18.0, 25.0, 30.0]))
     prep = pp.FeaturePreprocessor(spec, state)
@@ -343,14 +334,6 @@ def test_bucketized_numeric():
     assert kinds == {"age_bucket": ("ids", 4, True, False), "age": ("dense", 1, False, True)}
 
 
-@pytest.mark.xfail(
-    reason="BUG preprocessing.py:287-289 keras Normalization(mean=, variance=) is built "
-    "lazily inside FeaturePreprocessor's first call (a scratch FuncGraph); its mean/variance "
-    "tensors leak from that graph and every call fails (eager and in tf.data.map). "
-    "Building it eagerly (.build((None, 1))) fixes it",
-    raises=TypeError,
-    strict=True,
-)
 def test_zscore_normalization():
     spec = make_spec([{"name": "x", "kind": "numeric", "normalization": "zscore"}])
     prep = pp.FeaturePreprocessor(spec, state_of(x=pp.FeatureState(mean=10.0, std=2.0)))
@@ -370,12 +353,19 @@ def test_cdf_normalization_in_preprocessor():
 def test_census_preprocessor_outputs():
     spec = fs.preset("census")
     row = {
-        "age": floats(39, 50), "education_num": floats(13, 13), "capital_gain": floats(2174, 0),
-        "capital_loss": floats(0, 0), "hours_per_week": floats(40, 13),
-        "workclass": strings("State-gov", "Self-emp"), "education": strings("Bachelors", "HS"),
-        "marital_status": strings("Never", "Married"), "relationship": strings("Not", "Husband"),
-        "occupation": strings("Adm", "Exec"), "race": strings("White", "White"),
-        "gender": strings("Male", "Male"), "native_country": strings("US", "US"),
+        "age": floats(39, 50),
+        "education_num": floats(13, 13),
+        "capital_gain": floats(2174, 0),
+        "capital_loss": floats(0, 0),
+        "hours_per_week": floats(40, 13),
+        "workclass": strings("State-gov", "Self-emp"),
+        "education": strings("Bachelors", "HS"),
+        "marital_status": strings("Never", "Married"),
+        "relationship": strings("Not", "Husband"),
+        "occupation": strings("Adm", "Exec"),
+        "race": strings("White", "White"),
+        "gender": strings("Male", "Male"),
+        "native_country": strings("US", "US"),
     }
     state = pp.adapt(spec, [row])
     out = pp.FeaturePreprocessor(spec, state)(row)

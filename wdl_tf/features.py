@@ -152,6 +152,16 @@ class FeatureConfig:
         """Whether the feature has integer ids (categorical, multivalent, or numeric buckets)."""
         return self.kind != NUMERIC or self.bucketize is not None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: only the fields that apply to the feature's kind."""
+        skip = {
+            NUMERIC: ("vocabulary", "hash_buckets", "separator", "combiner", "dtype"),
+            CATEGORICAL: ("normalization", "num_quantiles", "bucketize", "separator", "combiner"),
+            MULTIVALENT: ("normalization", "num_quantiles", "bucketize"),
+        }[self.kind]
+        obj = _drop_none(dataclasses.asdict(self))
+        return {k: v for k, v in obj.items() if k not in skip}
+
     @property
     def raw_default(self) -> Any:
         """The default as parsed: 0.0 for numerics, "" (OOV) or -1 for ids, unless given."""
@@ -203,7 +213,9 @@ class FeatureSpec:
         return any(self.feature(n).kind == MULTIVALENT for n in cross.features)
 
     def to_dict(self) -> dict[str, Any]:
-        return _drop_none(dataclasses.asdict(self))
+        obj = _drop_none(dataclasses.asdict(self))
+        obj["features"] = [f.to_dict() for f in self.features]
+        return obj
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)

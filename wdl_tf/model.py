@@ -45,10 +45,10 @@ class ModelConfig:
     dropout: float = 0.0
     batch_norm: bool = False
     embedding_dim: int | None = None
-    linear_learning_rate: float = 0.05
+    linear_learning_rate: float = 0.2
     linear_l1: float = 0.001
     linear_l2: float = 0.001
-    dnn_learning_rate: float = 0.03
+    dnn_learning_rate: float = 0.05
     seed: int = 0
 
     def validate(self) -> None:

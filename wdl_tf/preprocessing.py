@@ -32,6 +32,8 @@ from wdl_tf import features as fs
 
 PAD_ID = 0  # id of padding in multivalent features and crosses
 CROSS_SEPARATOR = "_X_"
+# Stands in for an empty learned vocabulary (Keras lookups need one token).
+EMPTY_VOCABULARY_TOKEN = "<wdl_tf: empty vocabulary>"
 
 
 @dataclasses.dataclass
@@ -147,6 +149,8 @@ def adapt(
             else:
                 tokens = tokens.tolist()
             counter.update(dict(zip(tokens, counts.numpy().tolist())))
+            # A missing value is parsed as the feature's default, which must stay OOV.
+            counter.pop(spec.feature(name).raw_default, None)
         for name, chunks in numeric.items():
             chunks.append(np.asarray(batch[name], dtype=np.float64).reshape(-1))
         rows += int(next(iter(batch.values())).shape[0])
@@ -284,9 +288,13 @@ class FeaturePreprocessor(keras.layers.Layer):
         if f.normalization == "cdf":
             self._normalizers[f.name] = CdfNormalization(st.cdf_boundaries, name=f"cdf_{f.name}")
         elif f.normalization == "zscore":
-            self._normalizers[f.name] = keras.layers.Normalization(
+            norm = keras.layers.Normalization(
                 mean=st.mean, variance=max(st.std, 1e-12) ** 2, name=f"zscore_{f.name}"
             )
+            # Built now: built lazily inside our first call, its constants would belong to
+            # that call's graph and be unusable from the next one.
+            norm.build((None, 1))
+            self._normalizers[f.name] = norm
         if f.bucketize is not None:
             self._bucketizers[f.name] = keras.layers.Discretization(
                 bin_boundaries=st.bucket_boundaries, name=f"buckets_{f.name}"
@@ -315,7 +323,9 @@ class FeaturePreprocessor(keras.layers.Layer):
             if not st.vocabulary:
                 # An empty vocabulary: every value is OOV. Keras needs a vocabulary to build
                 # its table, so give it a token that cannot occur in parsed data.
-                layer.set_vocabulary(["\0"] if f.dtype == "string" else [np.iinfo(np.int64).min])
+                layer.set_vocabulary(
+                    [EMPTY_VOCABULARY_TOKEN] if f.dtype == "string" else [np.iinfo(np.int64).min]
+                )
             size = layer.vocabulary_size()
         self._lookups[f.name] = layer
         multi = f.kind == fs.MULTIVALENT
