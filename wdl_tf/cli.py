@@ -12,6 +12,7 @@ import sys
 from absl import app, flags, logging
 
 from wdl_tf import config as config_lib
+from wdl_tf import train_lib
 from wdl_tf.datasets import DATASETS
 from wdl_tf.model import MODEL_TYPES
 
@@ -22,52 +23,103 @@ _M = config_lib.ModelConfig()
 _T = config_lib.TrainConfig()
 
 
-def define_train_flags() -> None:
-    """Defines the training flags (defaults come from the config dataclasses)."""
-    flags.DEFINE_enum("dataset", _D.dataset, list(DATASETS), "Dataset to train on.")
+def define_train_flags(fv: flags.FlagValues = FLAGS) -> None:
+    """Defines the training flags in ``fv`` (defaults come from the config dataclasses)."""
+    flags.DEFINE_enum("dataset", _D.dataset, list(DATASETS), "Dataset to train on.", flag_values=fv)
     flags.DEFINE_string(
-        "feature_spec", _D.feature_spec, "Feature spec preset name or JSON file "
-        "(empty: the dataset's preset)."
+        "feature_spec",
+        _D.feature_spec,
+        "Feature spec preset name or JSON file (empty: the dataset's preset).",
+        flag_values=fv,
     )
-    flags.DEFINE_string("train_files", _D.train_files, "Comma-separated training files/globs.")
-    flags.DEFINE_string("eval_files", _D.eval_files, "Comma-separated evaluation files/globs.")
-    flags.DEFINE_enum("model_type", _M.model_type, list(MODEL_TYPES), "Which parts to train.")
-    flags.DEFINE_string("model_dir", _T.model_dir, "Checkpoints, logs, config, metrics.")
     flags.DEFINE_string(
-        "export_base", _T.export_base, "Publish SavedModels to <export_base>/<version>/ "
-        "(empty: no export)."
+        "train_files", _D.train_files, "Comma-separated training files/globs.", flag_values=fv
     )
-    flags.DEFINE_integer("epochs", _T.epochs, "Passes over the training data.")
-    flags.DEFINE_integer("steps_per_epoch", None, "Batches per epoch (default: one pass).")
-    flags.DEFINE_integer("eval_steps", None, "Evaluate on at most this many batches.")
-    flags.DEFINE_integer("batch_size", _D.batch_size, "Global training batch size.")
-    flags.DEFINE_integer("eval_batch_size", _D.eval_batch_size, "Evaluation batch size.")
-    flags.DEFINE_integer("shuffle_buffer", _D.shuffle_buffer, "Rows in the shuffle buffer.")
-    flags.DEFINE_list(
-        "hidden_units", [str(u) for u in _M.hidden_units], "Deep part ReLU layer sizes."
+    flags.DEFINE_string(
+        "eval_files", _D.eval_files, "Comma-separated evaluation files/globs.", flag_values=fv
+    )
+    flags.DEFINE_enum(
+        "model_type", _M.model_type, list(MODEL_TYPES), "Which parts to train.", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "model_dir", _T.model_dir, "Checkpoints, logs, config, metrics.", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "export_base",
+        _T.export_base,
+        "Publish SavedModels to <export_base>/<version>/ (empty: no export).",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer("epochs", _T.epochs, "Passes over the training data.", flag_values=fv)
+    flags.DEFINE_integer(
+        "steps_per_epoch", None, "Batches per epoch (default: one pass).", flag_values=fv
     )
     flags.DEFINE_integer(
-        "embedding_dim", None, "Embedding size of every feature (default: the spec's, 32)."
+        "eval_steps", None, "Evaluate on at most this many batches.", flag_values=fv
     )
-    flags.DEFINE_float("dropout", _M.dropout, "Dropout rate after each hidden layer.")
-    flags.DEFINE_boolean("batch_norm", _M.batch_norm, "Batch normalization in the deep part.")
-    flags.DEFINE_float("linear_learning_rate", _M.linear_learning_rate, "FTRL learning rate.")
-    flags.DEFINE_float("linear_l1", _M.linear_l1, "FTRL L1 regularization strength.")
-    flags.DEFINE_float("linear_l2", _M.linear_l2, "FTRL L2 regularization strength.")
-    flags.DEFINE_float("dnn_learning_rate", _M.dnn_learning_rate, "AdaGrad learning rate.")
-    flags.DEFINE_integer("seed", _T.seed, "Seed of shuffles and initializers.")
-    flags.DEFINE_boolean(
-        "skip_bad_rows", _D.skip_bad_rows, "Drop and count malformed rows instead of failing."
+    flags.DEFINE_integer("batch_size", _D.batch_size, "Global training batch size.", flag_values=fv)
+    flags.DEFINE_integer(
+        "eval_batch_size", _D.eval_batch_size, "Evaluation batch size.", flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "shuffle_buffer", _D.shuffle_buffer, "Rows in the shuffle buffer.", flag_values=fv
+    )
+    flags.DEFINE_list(
+        "hidden_units",
+        [str(u) for u in _M.hidden_units],
+        "Deep part ReLU layer sizes.",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer(
+        "embedding_dim",
+        None,
+        "Embedding size of every feature (default: the spec's, 32).",
+        flag_values=fv,
     )
     flags.DEFINE_float(
-        "validation_fraction", _D.validation_fraction, "Hold out this share of the training "
-        "rows and evaluate on it instead of eval_files (for tuning)."
+        "dropout", _M.dropout, "Dropout rate after each hidden layer.", flag_values=fv
+    )
+    flags.DEFINE_boolean(
+        "batch_norm", _M.batch_norm, "Batch normalization in the deep part.", flag_values=fv
+    )
+    flags.DEFINE_float(
+        "linear_learning_rate", _M.linear_learning_rate, "FTRL learning rate.", flag_values=fv
+    )
+    flags.DEFINE_float(
+        "linear_l1", _M.linear_l1, "FTRL L1 regularization strength.", flag_values=fv
+    )
+    flags.DEFINE_float(
+        "linear_l2", _M.linear_l2, "FTRL L2 regularization strength.", flag_values=fv
+    )
+    flags.DEFINE_float(
+        "dnn_learning_rate", _M.dnn_learning_rate, "AdaGrad learning rate.", flag_values=fv
+    )
+    flags.DEFINE_integer("seed", _T.seed, "Seed of shuffles and initializers.", flag_values=fv)
+    flags.DEFINE_boolean(
+        "skip_bad_rows",
+        _D.skip_bad_rows,
+        "Drop and count malformed rows instead of failing.",
+        flag_values=fv,
+    )
+    flags.DEFINE_float(
+        "validation_fraction",
+        _D.validation_fraction,
+        "Hold out this share of the training "
+        "rows and evaluate on it instead of eval_files (for tuning).",
+        flag_values=fv,
     )
     flags.DEFINE_integer(
-        "adapt_max_rows", _D.adapt_max_rows, "Rows read to learn vocabularies and quantiles."
+        "adapt_max_rows",
+        _D.adapt_max_rows,
+        "Rows read to learn vocabularies and quantiles.",
+        flag_values=fv,
     )
-    flags.DEFINE_integer("synthetic_rows", _D.synthetic_rows, "Rows of a synthetic dataset.")
-    flags.DEFINE_integer("verbose", _T.verbose, "1: progress bar, 2: a line per epoch, 0: none.")
+    flags.DEFINE_integer(
+        "synthetic_rows", _D.synthetic_rows, "Rows of a synthetic dataset.", flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "verbose", _T.verbose, "1: progress bar, 2: a line per epoch, 0: none.", flag_values=fv
+    )
 
 
 def config_from_flags() -> config_lib.TrainConfig:
@@ -119,13 +171,10 @@ def config_from_flags() -> config_lib.TrainConfig:
 def _train(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    # Imported here so that --help and flag errors answer without loading TensorFlow.
-    from wdl_tf import features, input_pipeline, train_lib
-
     try:
         config = config_from_flags()
         result = train_lib.train_and_evaluate(config)
-    except (ValueError, features.FeatureSpecError, input_pipeline.DataError) as e:
+    except ValueError as e:  # also FeatureSpecError and DataError: bad input, named
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print("eval metrics: " + json.dumps(result.metrics, indent=2))

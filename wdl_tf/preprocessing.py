@@ -22,7 +22,8 @@ import collections
 import dataclasses
 import json
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import keras
 import numpy as np

@@ -212,3 +212,32 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
             spec, preprocessor, model, config.export_base, sample_raw
         )
     return TrainResult(results, export_path, counter.count, initial_epoch)
+
+
+def compare_model_types(
+    config: TrainConfig, model_types: tuple[str, ...] = model_lib.MODEL_TYPES
+) -> dict[str, dict[str, float]]:
+    """Trains each model type with the same data, budget and seed (the paper's Table 1).
+
+    Each run gets its own ``<model_dir>/<model_type>`` and no export.
+    """
+    results = {}
+    for model_type in model_types:
+        run = dataclasses.replace(
+            config,
+            model=dataclasses.replace(config.model, model_type=model_type),
+            model_dir=os.path.join(config.model_dir, model_type),
+            export_base="",
+        )
+        results[model_type] = train_and_evaluate(run).metrics
+    return results
+
+
+def format_comparison(results: dict[str, dict[str, float]]) -> str:
+    """A Markdown table of AUC, log loss and accuracy per model type."""
+    lines = ["| model | AUC | log loss | accuracy |", "|---|---|---|---|"]
+    for model_type, m in results.items():
+        lines.append(
+            f"| {model_type} | {m['auc']:.4f} | {m['log_loss']:.4f} | {m['accuracy']:.4f} |"
+        )
+    return "\n".join(lines)

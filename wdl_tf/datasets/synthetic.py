@@ -28,7 +28,11 @@ RACE = ["White", "Black", "Asian-Pac-Islander", "Other"]
 GENDER = ["Male", "Female"]
 COUNTRY = ["United-States", "Mexico", "India", "Germany", "?"]
 # Memorized pairs: the wide cross education × occupation can learn these.
-PLANTED_PAIRS = {("HS-grad", "Farming-fishing"), ("Some-college", "Sales"), ("5th-6th", "Tech-support")}
+PLANTED_PAIRS = {
+    ("HS-grad", "Farming-fishing"),
+    ("Some-college", "Sales"),
+    ("5th-6th", "Tech-support"),
+}
 
 
 def _rows(n: int, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:

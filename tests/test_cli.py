@@ -1,0 +1,94 @@
+"""The training command as a user runs it: in a subprocess, with flags; and BUILD.md's table."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "scripts", "train.py")
+
+
+def _run(*flags, timeout=300):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, TRAIN, *flags],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def test_train_exports_a_servable_model(tmp_path):
+    proc = _run(
+        "--dataset=census_synthetic",
+        "--synthetic_rows=600",
+        "--hidden_units=16",
+        "--epochs=1",
+        "--verbose=1",
+        f"--model_dir={tmp_path}/model",
+        f"--export_base={tmp_path}/export",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "eval metrics" in proc.stdout
+    assert f"exported SavedModel: {tmp_path}/export/1" in proc.stdout
+    assert os.path.isfile(os.path.join(tmp_path, "export", "1", "saved_model.pb"))
+    metrics = json.load(open(os.path.join(tmp_path, "model", "metrics.json")))
+    assert 0.0 <= metrics["auc"] <= 1.0 and metrics["examples"] == 300
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--model_type=linear"], r"--model_type=linear: value should be one of <wide\|deep"),
+        (["--epochs=0"], "epochs: must be >= 1, got 0"),
+        (["--hidden_units=64,x"], "hidden_units: expected comma-separated integers"),
+        (
+            [
+                "--dataset=files",
+                "--feature_spec=census",
+                "--train_files=/no/such.csv",
+                "--eval_files=/no/such.csv",
+            ],
+            "data file '/no/such.csv' does not exist",
+        ),
+        (["--feature_spec=/no/spec.json"], "feature spec file '/no/spec.json' does not exist"),
+    ],
+)
+def test_bad_flags_fail_before_training(tmp_path, flags, message):
+    proc = _run(*flags, f"--model_dir={tmp_path}/model", f"--export_base={tmp_path}/export")
+    assert proc.returncode != 0
+    assert re.search(message, proc.stderr), proc.stderr[-2000:]
+    assert not os.path.exists(os.path.join(tmp_path, "model", "checkpoints"))
+    assert not os.path.exists(os.path.join(tmp_path, "export"))
+
+
+def test_bad_spec_names_the_unknown_cross_feature(tmp_path):
+    spec = json.load(open(os.path.join(ROOT, "wdl_tf", "specs", "census.json")))
+    spec["crosses"].append({"features": ["education", "zodiac_sign"], "hash_buckets": 10})
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    proc = _run(f"--feature_spec={path}", f"--model_dir={tmp_path}/model", "--export_base=")
+    assert proc.returncode == 2
+    assert "crosses[5].features[1]: unknown feature 'zodiac_sign'" in proc.stderr
+
+
+def test_build_md_lists_every_flag_with_its_default():
+    from absl import flags
+
+    from wdl_tf import cli
+
+    fv = flags.FlagValues()
+    cli.define_train_flags(fv)
+    table = open(os.path.join(ROOT, "BUILD.md")).read()
+    rows = dict(re.findall(r"^\| `--(\w+)` \| `([^`]*)` \|", table, flags=re.M))
+    for name in fv:
+        default = fv[name].default
+        assert name in rows, f"--{name} is missing from BUILD.md's flag table"
+        shown = ",".join(default) if isinstance(default, list) else str(default)
+        assert rows[name] == shown, f"--{name}: BUILD.md says {rows[name]!r}, default {shown!r}"
