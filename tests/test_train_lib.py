@@ -55,13 +55,18 @@ def test_export_reloads_with_equal_predictions(trained):
     assert not [n for n in os.listdir(config.export_base) if n.startswith("temp-")]
 
     spec = fs.load(os.path.join(config.model_dir, "feature_spec.json"))
-    eval_files = [f for f in os.listdir(os.path.join(config.model_dir, "synthetic_data"))
-                  if "test" in f]
-    raw, labels = next(iter(input_pipeline.read_raw(
-        spec,
-        os.path.join(config.model_dir, "synthetic_data", eval_files[0]),
-        input_pipeline.ReadOptions(batch_size=50),
-    )))
+    eval_files = [
+        f for f in os.listdir(os.path.join(config.model_dir, "synthetic_data")) if "test" in f
+    ]
+    raw, labels = next(
+        iter(
+            input_pipeline.read_raw(
+                spec,
+                os.path.join(config.model_dir, "synthetic_data", eval_files[0]),
+                input_pipeline.ReadOptions(batch_size=50),
+            )
+        )
+    )
     # The in-memory model, rebuilt from the model dir's last checkpoint.
     state = train_lib.pp.PreprocessingState.load(config.model_dir)
     preprocessor, model = train_lib.build_for_training(config, state, spec)
@@ -80,7 +85,9 @@ def test_export_reloads_with_equal_predictions(trained):
     np.testing.assert_array_equal(
         pred["class_ids"].numpy().reshape(-1), (expected > 0.5).astype(np.int64)
     )
-    examples = export_lib._examples(spec, raw)
+    examples = tf.constant(
+        list(export_lib.serialized_examples(spec, export_lib.raw_inputs(spec, raw)))
+    )
     cls = loaded.signatures["classification"](inputs=examples)
     assert cls["classes"].numpy()[0].tolist() == [b"0", b"1"]
     np.testing.assert_allclose(cls["scores"].numpy()[:, 1], expected, atol=1e-5)
@@ -101,11 +108,23 @@ def test_rerun_resumes_from_checkpoint_and_publishes_next_version(trained, tmp_p
 def test_resume_continues_optimizer_state(tmp_path):
     """Two epochs in one run, or one epoch then a resumed second, end in the same place."""
     straight = train_lib.train_and_evaluate(
-        _config(tmp_path / "a", epochs=2, export_base="", data=config_lib.DataConfig(
-            dataset="census_synthetic", synthetic_rows=600, batch_size=100, shuffle_buffer=1))
+        _config(
+            tmp_path / "a",
+            epochs=2,
+            export_base="",
+            data=config_lib.DataConfig(
+                dataset="census_synthetic", synthetic_rows=600, batch_size=100, shuffle_buffer=1
+            ),
+        )
     )
-    split_cfg = _config(tmp_path / "b", epochs=1, export_base="", data=config_lib.DataConfig(
-        dataset="census_synthetic", synthetic_rows=600, batch_size=100, shuffle_buffer=1))
+    split_cfg = _config(
+        tmp_path / "b",
+        epochs=1,
+        export_base="",
+        data=config_lib.DataConfig(
+            dataset="census_synthetic", synthetic_rows=600, batch_size=100, shuffle_buffer=1
+        ),
+    )
     train_lib.train_and_evaluate(split_cfg)
     resumed = train_lib.train_and_evaluate(dataclasses.replace(split_cfg, epochs=2))
     assert resumed.initial_epoch == 1
@@ -138,16 +157,21 @@ def test_missing_data_file_fails_before_training(tmp_path):
 
 
 def test_malformed_row_names_file_line_and_field(tmp_path):
-    good = "39, State-gov, 77516, Bachelors, 13, Never-married, Adm-clerical, Not-in-family, " \
-           "White, Male, 2174, 0, 40, United-States, <=50K\n"
+    good = (
+        "39, State-gov, 77516, Bachelors, 13, Never-married, Adm-clerical, Not-in-family, "
+        "White, Male, 2174, 0, 40, United-States, <=50K\n"
+    )
     bad = good.replace("39,", "thirty-nine,")
     path = tmp_path / "train.csv"
     path.write_text(good * 5 + bad + good * 5)
     config = _config(
         tmp_path,
         data=config_lib.DataConfig(
-            dataset="files", feature_spec="census", train_files=str(path),
-            eval_files=str(path), batch_size=4,
+            dataset="files",
+            feature_spec="census",
+            train_files=str(path),
+            eval_files=str(path),
+            batch_size=4,
         ),
     )
     with pytest.raises(input_pipeline.DataError) as err:

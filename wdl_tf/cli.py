@@ -21,6 +21,7 @@ FLAGS = flags.FLAGS
 _D = config_lib.DataConfig()
 _M = config_lib.ModelConfig()
 _T = config_lib.TrainConfig()
+_E = config_lib.ExportOptions()
 
 
 def define_train_flags(fv: flags.FlagValues = FLAGS) -> None:
@@ -118,6 +119,25 @@ def define_train_flags(fv: flags.FlagValues = FLAGS) -> None:
         "synthetic_rows", _D.synthetic_rows, "Rows of a synthetic dataset.", flag_values=fv
     )
     flags.DEFINE_integer(
+        "keep_versions",
+        _E.keep_versions,
+        "Keep only this many newest exported versions (0: keep all).",
+        flag_values=fv,
+    )
+    flags.DEFINE_float(
+        "max_auc_drop",
+        None,
+        "Refuse to publish when eval AUC is below the published version's by more than this "
+        "(default: no gate).",
+        flag_values=fv,
+    )
+    flags.DEFINE_string(
+        "model_name", _E.model_name, "Model name in the warmup requests.", flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "top_k", _E.top_k, "Candidates returned by the rank signature's top-k.", flag_values=fv
+    )
+    flags.DEFINE_integer(
         "verbose", _T.verbose, "1: progress bar, 2: a line per epoch, 0: none.", flag_values=fv
     )
 
@@ -155,6 +175,12 @@ def config_from_flags() -> config_lib.TrainConfig:
             linear_l2=FLAGS.linear_l2,
             dnn_learning_rate=FLAGS.dnn_learning_rate,
             seed=FLAGS.seed,
+        ),
+        export=config_lib.ExportOptions(
+            model_name=FLAGS.model_name,
+            top_k=FLAGS.top_k,
+            keep_versions=FLAGS.keep_versions,
+            max_auc_drop=FLAGS.max_auc_drop,
         ),
         model_dir=FLAGS.model_dir,
         export_base=FLAGS.export_base,

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from wdl_tf.datasets import DATASETS
+from wdl_tf.export_lib import ExportOptions
 from wdl_tf.model import ModelConfig
 
 
@@ -76,6 +77,7 @@ class TrainConfig:
         model_dir resumes from its last checkpoint.
       export_base: SavedModels are published to ``<export_base>/<integer version>/``;
         empty = no export.
+      export: how versions are verified, gated, named in warmup requests and pruned.
       epochs: passes over the training data.
       steps_per_epoch: when set, an epoch is this many batches (the data repeats).
       eval_steps: when set, evaluate on at most this many batches.
@@ -85,6 +87,7 @@ class TrainConfig:
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    export: ExportOptions = dataclasses.field(default_factory=ExportOptions)
     model_dir: str = "./models/census_train"
     export_base: str = "./models/census"
     epochs: int = 10
@@ -96,6 +99,7 @@ class TrainConfig:
     def validate(self) -> None:
         self.data.validate()
         self.model.validate()
+        self.export.validate()
         if not self.model_dir:
             raise ValueError("model_dir: must not be empty")
         if self.epochs < 1:
@@ -120,7 +124,8 @@ class TrainConfig:
         model_obj = dict(obj.pop("model", {}))
         if "hidden_units" in model_obj:
             model_obj["hidden_units"] = tuple(model_obj["hidden_units"])
-        return cls(data=data, model=ModelConfig(**model_obj), **obj)
+        export = ExportOptions(**obj.pop("export", {}))
+        return cls(data=data, model=ModelConfig(**model_obj), export=export, **obj)
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:

@@ -195,9 +195,13 @@ def _csv_parser(spec: fs.FeatureSpec, skip_bad_rows: bool, counter: BadRowCounte
             values = table[:, col[f.name]]
             miss = missing(values)
             if f.kind == fs.NUMERIC or (f.kind == fs.CATEGORICAL and f.dtype == "int"):
-                pattern, what = (_NUMBER_RE, "a number") if f.kind == fs.NUMERIC else (
-                    _INT_RE,
-                    "an integer",
+                pattern, what = (
+                    (_NUMBER_RE, "a number")
+                    if f.kind == fs.NUMERIC
+                    else (
+                        _INT_RE,
+                        "an integer",
+                    )
                 )
                 valid = tf.strings.regex_full_match(values, pattern)
                 dtype = tf.float32 if f.kind == fs.NUMERIC else tf.int64
@@ -218,8 +222,7 @@ def _csv_parser(spec: fs.FeatureSpec, skip_bad_rows: bool, counter: BadRowCounte
                     messages.append(
                         tf.strings.join(
                             where_prefix(path, lineno, f.name)
-                            + [values, f"' is not a list of integers separated by "
-                               f"'{f.separator}'"]
+                            + [values, f"' is not a list of integers separated by '{f.separator}'"]
                         )
                     )
                 parsed = tf.where(miss, tf.constant(f.raw_default, tf.string), values)
@@ -271,9 +274,70 @@ def example_parse_spec(spec: fs.FeatureSpec, with_label: bool = True) -> dict[st
     return out
 
 
-def parse_examples(spec: fs.FeatureSpec, serialized: tf.Tensor, with_label: bool = True):
-    """Serialized tf.Examples [B] → raw features dict (and label [B, 1] when with_label)."""
-    parsed = tf.io.parse_example(serialized, example_parse_spec(spec, with_label))
+def _decode(serialized: tf.Tensor, message: str, field: str, dtype) -> tuple[tf.Tensor, tf.Tensor]:
+    """(sizes [N], values [N, max size]) of one field of N serialized protos."""
+    result = tf.io.decode_proto(serialized, message, [field], [dtype])
+    return result.sizes[:, 0], result.values[0]
+
+
+def numeric_from_examples(
+    serialized: tf.Tensor, features: list[fs.FeatureConfig]
+) -> dict[str, tf.Tensor]:
+    """Numeric features [B, 1] float32 from serialized tf.Examples, floats or int64s alike.
+
+    TF Serving's REST Classify/Regress turn a JSON integer literal (``39``) into an int64_list
+    feature, which ``tf.io.parse_example`` rejects for a float feature. This decodes the
+    Example protos directly (``tf.io.decode_proto``) and takes each feature's first value
+    from whichever list holds it; an absent feature gets its default.
+    """
+    batch = tf.shape(serialized)[0]
+    _, feats = _decode(serialized, "tensorflow.Example", "features", tf.string)
+    sizes, entries = _decode(tf.reshape(feats, [-1]), "tensorflow.Features", "feature", tf.string)
+    present = tf.sequence_mask(sizes, tf.shape(entries)[1])
+    flat = tf.boolean_mask(entries, present)
+    rows = tf.boolean_mask(tf.broadcast_to(tf.range(batch)[:, None], tf.shape(entries)), present)
+    entry = tf.io.decode_proto(
+        flat, "tensorflow.Features.FeatureEntry", ["key", "value"], [tf.string, tf.string]
+    )
+    keys, values = tf.reshape(entry.values[0], [-1]), tf.reshape(entry.values[1], [-1])
+    lists = tf.io.decode_proto(
+        values, "tensorflow.Feature", ["float_list", "int64_list"], [tf.string, tf.string]
+    )
+    float_lists = tf.reshape(lists.values[0], [-1])
+    int_lists = tf.reshape(lists.values[1], [-1])
+    n_float, floats = _decode(float_lists, "tensorflow.FloatList", "value", tf.float32)
+    n_int, ints = _decode(int_lists, "tensorflow.Int64List", "value", tf.int64)
+    first_float = tf.pad(floats, [[0, 0], [0, 1]])[:, 0]
+    first_int = tf.cast(tf.pad(ints, [[0, 0], [0, 1]])[:, 0], tf.float32)
+    value = tf.where(n_float > 0, first_float, first_int)
+    has_value = (n_float > 0) | (n_int > 0)
+    out = {}
+    for f in features:
+        hit = tf.cast(tf.equal(keys, f.name) & has_value, tf.float32)
+        found = tf.math.unsorted_segment_sum(hit, rows, batch) > 0
+        total = tf.math.unsorted_segment_sum(value * hit, rows, batch)
+        out[f.name] = tf.reshape(tf.where(found, total, float(f.raw_default)), [-1, 1])
+    return out
+
+
+def parse_examples(
+    spec: fs.FeatureSpec,
+    serialized: tf.Tensor,
+    with_label: bool = True,
+    lenient_numbers: bool = False,
+):
+    """Serialized tf.Examples [B] → raw features dict (and label [B, 1] when with_label).
+
+    With ``lenient_numbers``, numeric features may be int64 lists too (see
+    `numeric_from_examples`); the serving signatures use it.
+    """
+    parse_spec = example_parse_spec(spec, with_label)
+    numeric = [f for f in spec.features if f.kind == fs.NUMERIC] if lenient_numbers else []
+    for f in numeric:
+        del parse_spec[f.name]
+    parsed = tf.io.parse_example(serialized, parse_spec) if parse_spec else {}
+    if numeric:
+        parsed.update(numeric_from_examples(serialized, numeric))
     if not with_label:
         return parsed
     labels = parsed.pop(spec.label.name)

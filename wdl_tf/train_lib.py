@@ -209,7 +209,7 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
         )
         sample_raw, _ = next(iter(input_pipeline.read_raw(spec, eval_files, sample_opts)))
         export_path = export_lib.export_model(
-            spec, preprocessor, model, config.export_base, sample_raw
+            spec, preprocessor, model, config.export_base, sample_raw, results, config.export
         )
     return TrainResult(results, export_path, counter.count, initial_epoch)
 
