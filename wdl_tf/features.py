@@ -488,8 +488,7 @@ def from_dict(obj: Any) -> FeatureSpec:
             f"label.name: {label.name!r} is not a column of csv.columns {list(csv.columns)}"
         )
     crosses = tuple(
-        _parse_cross(c, f"crosses[{i}]", features)
-        for i, c in enumerate(r.get("crosses", list, []))
+        _parse_cross(c, f"crosses[{i}]", features) for i, c in enumerate(r.get("crosses", list, []))
     )
     keys = [c.key for c in crosses]
     clash = sorted({k for k in keys if keys.count(k) > 1 or k in features})

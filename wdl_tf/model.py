@@ -240,11 +240,7 @@ def build_model(features: list[EncodedFeature], config: ModelConfig) -> keras.Mo
       config: architecture; ``model_type`` selects wide, deep or both.
     """
     config.validate()
-    used = [
-        f
-        for f in features
-        if (config.has_wide and f.wide) or (config.has_deep and f.deep)
-    ]
+    used = [f for f in features if (config.has_wide and f.wide) or (config.has_deep and f.deep)]
     if config.has_wide and not any(f.wide for f in used):
         raise ValueError("model_type needs a wide part, but no feature has wide=true")
     if config.has_deep and not any(f.deep for f in used):
@@ -283,9 +279,7 @@ def build_optimizer(config: ModelConfig) -> keras.optimizers.MultiOptimizer:
         l2_regularization_strength=config.linear_l2,
         name="wide_ftrl",
     )
-    adagrad = wdl_optimizers.Adagrad(
-        learning_rate=config.dnn_learning_rate, name="deep_adagrad"
-    )
+    adagrad = wdl_optimizers.Adagrad(learning_rate=config.dnn_learning_rate, name="deep_adagrad")
     optimizer_map = keras.optimizers.OptimizerMap(
         default_optimizer=adagrad, optimizer_map={"wide/.*": ftrl, "deep/.*": adagrad}
     )
@@ -295,11 +289,7 @@ def build_optimizer(config: ModelConfig) -> keras.optimizers.MultiOptimizer:
 def check_variable_paths(model: keras.Model) -> None:
     """Fails if a trainable variable is outside ``wide/`` and ``deep/`` (it would get no
     deliberate optimizer)."""
-    stray = [
-        v.path
-        for v in model.trainable_variables
-        if not v.path.startswith(("wide/", "deep/"))
-    ]
+    stray = [v.path for v in model.trainable_variables if not v.path.startswith(("wide/", "deep/"))]
     if stray:
         raise ValueError(f"trainable variables outside wide/ and deep/: {stray}")
 

@@ -100,9 +100,7 @@ def _atomic_write(path: str, text: str) -> None:
 # Adapt: one bounded pass over raw training batches.
 
 
-def vocabulary_from_counts(
-    counts: collections.Counter, vocab: fs.VocabularySpec
-) -> list:
+def vocabulary_from_counts(counts: collections.Counter, vocab: fs.VocabularySpec) -> list:
     """Tokens with count >= min_count, most frequent first (ties by token, for determinism)."""
     kept = [(t, c) for t, c in counts.items() if c >= vocab.min_count]
     kept.sort(key=lambda tc: (-tc[1], str(tc[0])))
@@ -136,9 +134,7 @@ def adapt(
         parses them, labels excluded).
       max_rows: bound on the rows read; the pass stops after the batch that reaches it.
     """
-    counters = {
-        f.name: collections.Counter() for f in spec.features if f.vocabulary is not None
-    }
+    counters = {f.name: collections.Counter() for f in spec.features if f.vocabulary is not None}
     numeric = {f.name: [] for f in spec.features if f.kind == fs.NUMERIC}
     rows = 0
     for batch in raw_batches:

@@ -15,13 +15,26 @@ import numpy as np
 
 WORKCLASS = ["Private", "Self-emp-not-inc", "Local-gov", "State-gov", "Federal-gov", "?"]
 EDUCATION = [  # (name, education_num)
-    ("Preschool", 1), ("5th-6th", 3), ("HS-grad", 9), ("Some-college", 10),
-    ("Assoc-voc", 11), ("Bachelors", 13), ("Masters", 14), ("Doctorate", 16),
+    ("Preschool", 1),
+    ("5th-6th", 3),
+    ("HS-grad", 9),
+    ("Some-college", 10),
+    ("Assoc-voc", 11),
+    ("Bachelors", 13),
+    ("Masters", 14),
+    ("Doctorate", 16),
 ]
 MARITAL = ["Married-civ-spouse", "Never-married", "Divorced", "Widowed"]
 OCCUPATION = [
-    "Tech-support", "Craft-repair", "Sales", "Exec-managerial", "Prof-specialty",
-    "Handlers-cleaners", "Adm-clerical", "Farming-fishing", "?",
+    "Tech-support",
+    "Craft-repair",
+    "Sales",
+    "Exec-managerial",
+    "Prof-specialty",
+    "Handlers-cleaners",
+    "Adm-clerical",
+    "Farming-fishing",
+    "?",
 ]
 RELATIONSHIP = ["Husband", "Wife", "Not-in-family", "Own-child", "Unmarried"]
 RACE = ["White", "Black", "Asian-Pac-Islander", "Other"]
@@ -44,9 +57,7 @@ def _rows(n: int, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
     gain = np.where(rng.random(n) < 0.08, rng.integers(1000, 30000, n), 0)
     loss = np.where(rng.random(n) < 0.05, rng.integers(1000, 3000, n), 0)
     edu_num = np.array([EDUCATION[e][1] for e in edu])
-    pair = np.array(
-        [(EDUCATION[e][0], OCCUPATION[o]) in PLANTED_PAIRS for e, o in zip(edu, occ)]
-    )
+    pair = np.array([(EDUCATION[e][0], OCCUPATION[o]) in PLANTED_PAIRS for e, o in zip(edu, occ)])
     logit = (
         -2.0
         + 0.04 * (age - 40)
@@ -59,15 +70,30 @@ def _rows(n: int, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
     label = rng.random(n) < 1.0 / (1.0 + np.exp(-logit))
     pick = lambda values: [values[i] for i in rng.integers(0, len(values), n)]  # noqa: E731
     work, rel, race, sex, country = (
-        pick(WORKCLASS), pick(RELATIONSHIP), pick(RACE), pick(GENDER), pick(COUNTRY)
+        pick(WORKCLASS),
+        pick(RELATIONSHIP),
+        pick(RACE),
+        pick(GENDER),
+        pick(COUNTRY),
     )
     fnlwgt = rng.integers(10_000, 500_000, n)
     lines = [
         ", ".join(
             str(v)
             for v in (
-                age[i], work[i], fnlwgt[i], EDUCATION[edu[i]][0], edu_num[i], MARITAL[mar[i]],
-                OCCUPATION[occ[i]], rel[i], race[i], sex[i], gain[i], loss[i], hours[i],
+                age[i],
+                work[i],
+                fnlwgt[i],
+                EDUCATION[edu[i]][0],
+                edu_num[i],
+                MARITAL[mar[i]],
+                OCCUPATION[occ[i]],
+                rel[i],
+                race[i],
+                sex[i],
+                gain[i],
+                loss[i],
+                hours[i],
                 country[i],
             )
         )
