@@ -90,7 +90,7 @@ class TrainConfig:
     export: ExportOptions = dataclasses.field(default_factory=ExportOptions)
     model_dir: str = "./models/census_train"
     export_base: str = "./models/census"
-    epochs: int = 10
+    epochs: int = 20
     steps_per_epoch: int | None = None
     eval_steps: int | None = None
     seed: int = 0
