@@ -7,11 +7,11 @@ setup(
     version="0.1.0",
     description="Wide & Deep Learning (Cheng et al., 2016) with Keras 3 and TensorFlow, "
     "ready for TensorFlow Serving",
-    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["wdl_tf", "wdl_tf.*"]),
+    packages=find_packages(include=["wdl_tf", "wdl_tf.*", "tf_serving", "tf_serving.*"]),
     package_data={"wdl_tf": ["specs/*.json", "datasets/data/*.gz", "datasets/data/*.md"]},
     include_package_data=True,
     install_requires=[
@@ -23,7 +23,8 @@ setup(
         "numpy",
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff"],
+        # The serving tests run real gRPC servers and clients, so tests need the serving extra.
+        "test": ["pytest>=7", "ruff", "tensorflow-serving-api>=2.16", "grpcio>=1.24.3"],
         "serving": ["tensorflow-serving-api>=2.16", "grpcio>=1.24.3"],
     },
     entry_points={

@@ -102,7 +102,7 @@ def _broadcast_candidates(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor
         check = tf.debugging.assert_equal(
             (rows[name] == 1) | (rows[name] == n),
             True,
-            message=f"rank: feature '{name}' must have 1 row (context) or N rows (candidates)",
+            message=f"rank: feature {name} must have 1 row (context) or N rows (candidates)",
         )
         with tf.control_dependencies([check]):
             out[name] = tf.broadcast_to(x, tf.stack([n, 1]))
