@@ -172,7 +172,8 @@ def test_tfsmlayer_loads_the_export(exported):
     layer = keras.layers.TFSMLayer(path, call_endpoint="serving_default")
     out = layer({f.name: raw[f.name] for f in spec.features})
     np.testing.assert_allclose(
-        np.asarray(out["probabilities"]).reshape(-1), _expected(preprocessor, model, raw),
+        np.asarray(out["probabilities"]).reshape(-1),
+        _expected(preprocessor, model, raw),
         atol=1e-5,
     )
 

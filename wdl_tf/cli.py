@@ -137,6 +137,18 @@ def define_train_flags(fv: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_integer(
         "top_k", _E.top_k, "Candidates returned by the rank signature's top-k.", flag_values=fv
     )
+    flags.DEFINE_string(
+        "warm_start_from",
+        _T.warm_start_from,
+        "Initialize from this previous model dir (rows copied by token).",
+        flag_values=fv,
+    )
+    flags.DEFINE_boolean(
+        "warm_start_optimizer",
+        _T.warm_start_optimizer,
+        "Also copy optimizer slots when warm starting.",
+        flag_values=fv,
+    )
     flags.DEFINE_integer(
         "verbose", _T.verbose, "1: progress bar, 2: a line per epoch, 0: none.", flag_values=fv
     )
@@ -189,6 +201,8 @@ def config_from_flags() -> config_lib.TrainConfig:
         eval_steps=FLAGS.eval_steps,
         seed=FLAGS.seed,
         verbose=FLAGS.verbose,
+        warm_start_from=FLAGS.warm_start_from,
+        warm_start_optimizer=FLAGS.warm_start_optimizer,
     )
     config.validate()
     return config

@@ -83,6 +83,9 @@ class TrainConfig:
       eval_steps: when set, evaluate on at most this many batches.
       seed: seed of shuffles and initializers.
       verbose: Keras verbosity (1 = progress bar, 2 = one line per epoch, 0 = silent).
+      warm_start_from: a previous model dir whose weights initialize a new run (rows copied
+        by token, see `wdl_tf.warm_start`); ignored when model_dir has a checkpoint.
+      warm_start_optimizer: also copy the optimizer slots when warm starting.
     """
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -95,6 +98,8 @@ class TrainConfig:
     eval_steps: int | None = None
     seed: int = 0
     verbose: int = 1
+    warm_start_from: str = ""
+    warm_start_optimizer: bool = False
 
     def validate(self) -> None:
         self.data.validate()

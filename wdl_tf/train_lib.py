@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wdl_tf import datasets, export_lib, input_pipeline, metrics
+from wdl_tf import datasets, export_lib, input_pipeline, metrics, warm_start
 from wdl_tf import features as fs
 from wdl_tf import model as model_lib
 from wdl_tf import preprocessing as pp
@@ -164,6 +164,12 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_consumed()
         log.info("resumed from %s (epoch %d)", manager.latest_checkpoint, int(epoch.numpy()))
+    elif config.warm_start_from:
+        report = warm_start.warm_start(
+            model, spec, state, config.warm_start_from, config.warm_start_optimizer
+        )
+        with open(os.path.join(config.model_dir, "warm_start.json"), "w") as f:
+            json.dump(dataclasses.asdict(report), f, indent=2)
     initial_epoch = int(epoch.numpy())
 
     counter = input_pipeline.BadRowCounter()
