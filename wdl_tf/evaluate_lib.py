@@ -1,0 +1,352 @@
+"""Offline evaluation of a trained model: exact AUC etc., per-user ranking metrics, calibration.
+
+Two ways to get the model (scripts/evaluate.py offers both):
+
+* `evaluate_saved_model`: an exported SavedModel, through its ``serving_default`` signature
+  (raw features in, ``probabilities`` out): exactly what TF Serving would score;
+* `evaluate_model_dir`: a training run's model dir, rebuilt from its ``config.json``,
+  ``feature_spec.json``, ``preprocessing.json`` and latest checkpoint.
+
+Both stream the evaluation files through `input_pipeline.read_raw`, collect labels and
+scores (and the user id column, when a user feature is named), and return one dict:
+`metrics.binary_metrics`, then ``calibration`` (`metrics.calibration`) and, with a user
+feature, ``ranking`` (`metrics.ranking_metrics`: GAUC, NDCG/HitRate/MAP at k).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from wdl_tf import datasets, input_pipeline, metrics, train_lib
+from wdl_tf import features as fs
+from wdl_tf import model as model_lib
+from wdl_tf import preprocessing as pp
+from wdl_tf.config import TrainConfig
+
+SAVED_MODEL_SPEC = os.path.join("assets.extra", "feature_spec.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalData:
+    """What to read: files, and optionally the hash split of them (``validation``)."""
+
+    files: list[str]
+    split: str | None = None
+    validation_fraction: float = 0.1
+
+
+# ----------------------------------------------------------------------------------------
+# Collecting predictions.
+
+
+def _check_user_feature(spec: fs.FeatureSpec, user_feature: str | None) -> None:
+    if user_feature is not None and user_feature not in spec.feature_names:
+        raise ValueError(
+            f"user_feature: {user_feature!r} is not a feature of the spec; "
+            f"features are {list(spec.feature_names)}"
+        )
+
+
+def _joined(value: tf.RaggedTensor, separator: str) -> tf.Tensor:
+    """A ragged list per row (TFRecord multivalent data) as one "a|b|c" string per row."""
+    if value.dtype != tf.string:
+        value = tf.strings.as_string(value)
+    return tf.strings.reduce_join(value, axis=-1, separator=separator)
+
+
+def _user_column(value) -> np.ndarray:
+    """A raw feature batch as a 1-D numpy array of ids (a ragged list joined by "|")."""
+    if isinstance(value, tf.RaggedTensor):
+        value = _joined(value, "|")
+    return np.asarray(value).reshape(-1)
+
+
+def _serving_inputs(spec: fs.FeatureSpec, raw: dict) -> dict[str, tf.Tensor]:
+    """A raw batch as ``serving_default`` inputs: [B, 1] each (a ragged multivalent list, as
+    TFRecord data parses, becomes the "a|b|c" string the signature takes)."""
+    out = {}
+    for f in spec.features:
+        value = raw[f.name]
+        if isinstance(value, tf.RaggedTensor):
+            value = _joined(value, f.separator)
+        out[f.name] = tf.reshape(value, [-1, 1])
+    return out
+
+
+def _read_options(data: EvalData, batch_size: int) -> input_pipeline.ReadOptions:
+    if batch_size < 1:
+        raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+    return input_pipeline.ReadOptions(
+        batch_size=batch_size,
+        split=data.split,
+        validation_fraction=data.validation_fraction,
+    )
+
+
+def _collect(
+    batches: Iterable, score: Callable[[dict], np.ndarray], user_feature: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(labels, scores, user ids or None) over every batch of (raw dict, labels)."""
+    labels, scores, users = [], [], []
+    try:
+        for raw, y in batches:
+            scores.append(np.asarray(score(raw), dtype=np.float64).reshape(-1))
+            labels.append(y.numpy().reshape(-1))
+            if user_feature is not None:
+                users.append(_user_column(raw[user_feature]))
+    except tf.errors.InvalidArgumentError as e:
+        input_pipeline.raise_data_error(e)
+    if not labels:
+        raise ValueError("evaluation data has no rows")
+    return (
+        np.concatenate(labels),
+        np.concatenate(scores),
+        np.concatenate(users) if user_feature is not None else None,
+    )
+
+
+def compute_metrics(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    user_ids: np.ndarray | None = None,
+    k: int = 10,
+    calibration_bins: int = 10,
+) -> dict[str, Any]:
+    """binary_metrics, plus ``calibration``, plus ``ranking`` when user ids are given."""
+    result: dict[str, Any] = metrics.binary_metrics(labels, scores)
+    result["calibration"] = metrics.calibration(labels, scores, bins=calibration_bins)
+    if user_ids is not None:
+        result["ranking"] = metrics.ranking_metrics(user_ids, labels, scores, k=k)
+    return result
+
+
+# ----------------------------------------------------------------------------------------
+# The two model sources.
+
+
+def _as_data(files) -> EvalData:
+    return files if isinstance(files, EvalData) else EvalData(input_pipeline.resolve_files(files))
+
+
+def evaluate_saved_model(
+    path: str,
+    spec: fs.FeatureSpec,
+    files: str | list[str] | EvalData,
+    batch_size: int = 2048,
+    user_feature: str | None = None,
+    k: int = 10,
+) -> dict[str, Any]:
+    """Metrics of a SavedModel's ``serving_default`` over ``files`` (see the module doc).
+
+    Args:
+      path: the SavedModel directory (``<export_base>/<version>``).
+      spec: the feature spec that reads ``files`` (the export's
+        ``assets.extra/feature_spec.json``, see `saved_model_spec`).
+      files: comma-separated files/globs, a list of them, or an `EvalData`.
+      user_feature: the feature holding the user id: adds the per-user ``ranking`` metrics.
+      k: the cut-off of NDCG/HitRate/MAP.
+    """
+    _check_user_feature(spec, user_feature)
+    data = _as_data(files)
+    if not os.path.isdir(path):
+        raise ValueError(f"saved_model: {path!r} is not a directory")
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+
+    def score(raw):
+        return serve(**_serving_inputs(spec, raw))["probabilities"].numpy()
+
+    batches = input_pipeline.read_raw(spec, data.files, _read_options(data, batch_size))
+    return compute_metrics(*_collect(batches, score, user_feature), k=k)
+
+
+def load_model_dir(model_dir: str) -> tuple[TrainConfig, fs.FeatureSpec, Any, Any]:
+    """(config, spec, preprocessor, model) of a model dir, weights from its latest checkpoint."""
+    config_path = os.path.join(model_dir, "config.json")
+    if not os.path.isfile(config_path):
+        raise ValueError(f"model_dir: {model_dir!r} has no config.json (not a training run)")
+    with open(config_path) as f:
+        config = TrainConfig.from_dict(json.load(f))
+    spec = fs.load(os.path.join(model_dir, "feature_spec.json"))
+    if not pp.PreprocessingState.exists(model_dir):
+        raise ValueError(f"model_dir: {model_dir!r} has no {pp.PreprocessingState.FILENAME}")
+    state = pp.PreprocessingState.load(model_dir)
+    checkpoint = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    if checkpoint is None:
+        raise ValueError(f"model_dir: {model_dir!r} has no checkpoint under checkpoints/")
+    preprocessor, model = train_lib.build_for_training(config, state, spec)
+    model_lib.make_checkpoint(model, epoch=tf.Variable(0, dtype=tf.int64)).restore(
+        checkpoint
+    ).assert_consumed()
+    return config, spec, preprocessor, model
+
+
+def default_eval_data(config: TrainConfig, model_dir: str | None = None) -> EvalData:
+    """The data a training run evaluated on: its eval files, or its validation split.
+
+    A synthetic dataset's files are (re)made deterministically under ``model_dir`` (default:
+    the config's), where training wrote them.
+
+    Raises:
+      ValueError: when the config names no evaluation data (dataset ``files`` without
+        ``eval_files`` and no validation split).
+    """
+    data = config.data
+    work_dir = model_dir or config.model_dir
+    ds = datasets.get_dataset(
+        data.dataset, work_dir, synthetic_rows=data.synthetic_rows, seed=config.seed
+    )
+    if data.validation_fraction > 0:
+        train = input_pipeline.resolve_files(data.train_files or list(ds.train_files))
+        return EvalData(train, split="validation", validation_fraction=data.validation_fraction)
+    eval_files = data.eval_files or list(ds.eval_files)
+    if not eval_files:
+        raise ValueError("eval_files: the model dir's config names no evaluation files")
+    return EvalData(input_pipeline.resolve_files(eval_files))
+
+
+def evaluate_model_dir(
+    model_dir: str,
+    files: str | list[str] | EvalData | None = None,
+    batch_size: int = 2048,
+    user_feature: str | None = None,
+    k: int = 10,
+    spec: fs.FeatureSpec | None = None,
+) -> dict[str, Any]:
+    """Metrics of a model dir's latest checkpoint over ``files`` (see the module doc).
+
+    Args:
+      model_dir: a training run's model dir.
+      files: as in `evaluate_saved_model`; None = the run's own evaluation data
+        (`default_eval_data`).
+      spec: reads ``files`` (default: the model dir's feature_spec.json, which the model was
+        built with; another spec must name the same features).
+    """
+    config, own_spec, preprocessor, model = load_model_dir(model_dir)
+    spec = spec or own_spec
+    _check_user_feature(spec, user_feature)
+    data = default_eval_data(config, model_dir) if files is None else _as_data(files)
+
+    @tf.function(reduce_retracing=True)
+    def predict(raw):
+        return model(preprocessor(raw), training=False)
+
+    def score(raw):
+        return predict(raw).numpy()
+
+    batches = input_pipeline.read_raw(spec, data.files, _read_options(data, batch_size))
+    return compute_metrics(*_collect(batches, score, user_feature), k=k)
+
+
+def saved_model_spec(path: str) -> str:
+    """The feature spec file stored with an export (``assets.extra/feature_spec.json``)."""
+    return os.path.join(path, SAVED_MODEL_SPEC)
+
+
+# ----------------------------------------------------------------------------------------
+# Output.
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Writes ``obj`` as JSON to ``path`` via a temp file and a rename (no partial files)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, default=_json_default)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+# ----------------------------------------------------------------------------------------
+# The command (scripts/evaluate.py): resolve the defaults, check every path, evaluate.
+
+
+def evaluate(
+    *,
+    model_dir: str | None = None,
+    saved_model: str | None = None,
+    eval_files: str = "",
+    feature_spec: str = "",
+    user_feature: str | None = None,
+    k: int = 10,
+    batch_size: int = 2048,
+) -> dict[str, Any]:
+    """Evaluates a model dir or a SavedModel (exactly one), defaults as scripts/evaluate.py.
+
+    * ``eval_files``: empty = the model dir's own evaluation data (`default_eval_data`);
+      required with a SavedModel.
+    * ``feature_spec``: a preset or JSON file; empty = the model dir's feature_spec.json or
+      the SavedModel's ``assets.extra/feature_spec.json``.
+
+    The result also names what was evaluated (``model_dir`` or ``saved_model``,
+    ``eval_files``, ``split``, ``k``, ``user_feature``).
+
+    Raises:
+      ValueError: a bad argument, named with its value (also `fs.FeatureSpecError` and
+        `input_pipeline.DataError`).
+    """
+    if bool(model_dir) == bool(saved_model):
+        given = "both" if model_dir else "neither"
+        raise ValueError(
+            f"give exactly one of --model_dir and --saved_model (got {given}: "
+            f"model_dir={model_dir!r}, saved_model={saved_model!r})"
+        )
+    if int(k) != k or k < 1:
+        raise ValueError(f"k: must be an integer >= 1, got {k}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+    spec = fs.load(feature_spec) if feature_spec else None
+    if model_dir:
+        if not os.path.isdir(model_dir):
+            raise ValueError(f"model_dir: {model_dir!r} does not exist or is not a directory")
+        if eval_files:
+            data = _as_data(eval_files)
+        else:
+            with open(_required(model_dir, "config.json", "model_dir")) as f:
+                data = default_eval_data(TrainConfig.from_dict(json.load(f)), model_dir)
+        result = evaluate_model_dir(model_dir, data, batch_size, user_feature, k, spec=spec)
+        source = {"model_dir": model_dir}
+    else:
+        if not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
+            raise ValueError(
+                f"saved_model: {saved_model!r} is not a SavedModel directory (no saved_model.pb)"
+            )
+        if not eval_files:
+            raise ValueError("eval_files: required with --saved_model (it names no data)")
+        if spec is None:
+            spec = fs.load(_required(saved_model, SAVED_MODEL_SPEC, "saved_model"))
+        data = _as_data(eval_files)
+        result = evaluate_saved_model(saved_model, spec, data, batch_size, user_feature, k)
+        source = {"saved_model": saved_model}
+    return {
+        **source,
+        "eval_files": data.files,
+        "split": data.split,
+        "user_feature": user_feature,
+        "k": k,
+        **result,
+    }
+
+
+def _required(directory: str, name: str, what: str) -> str:
+    path = os.path.join(directory, name)
+    if not os.path.isfile(path):
+        raise ValueError(f"{what}: {directory!r} has no {name}")
+    return path
