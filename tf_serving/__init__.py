@@ -1,0 +1,1 @@
+"""TF-Serving-compatible local serving for development and tests (see `tf_serving.server`)."""
