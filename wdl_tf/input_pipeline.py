@@ -87,7 +87,8 @@ class ReadOptions:
     Attributes:
       batch_size: rows per batch (the last batch of an epoch may be smaller; with
         skip_bad_rows, a batch holding bad rows is smaller too).
-      shuffle: shuffle files and rows (training); otherwise rows come in file order.
+      shuffle: shuffle files and rows (training); otherwise the order is fixed: each file in
+        order, up to 8 files interleaved line by line.
       shuffle_buffer: rows held in the shuffle buffer.
       seed: seed of the shuffles.
       skip_bad_rows: drop malformed rows and count them instead of failing.
