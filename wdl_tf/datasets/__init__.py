@@ -25,7 +25,7 @@ class DatasetFiles:
     eval_files: tuple[str, ...]
 
 
-DATASETS = ("census", "census_synthetic", "files")
+DATASETS = ("census", "census_synthetic", "criteo", "criteo_synthetic", "files")
 
 
 def get_dataset(
@@ -45,6 +45,15 @@ def get_dataset(
             os.path.join(work_dir, "synthetic_data"), rows=synthetic_rows, seed=seed
         )
         return DatasetFiles(name, "census", (train,), (test,))
+    if name == "criteo":
+        return DatasetFiles(name, "criteo", (), ())
+    if name == "criteo_synthetic":
+        from wdl_tf.datasets import criteo
+
+        train, test = criteo.write_twin(
+            os.path.join(work_dir, "synthetic_data"), rows=synthetic_rows, seed=seed
+        )
+        return DatasetFiles(name, "criteo", (train,), (test,))
     if name == "files":
         return DatasetFiles(name, "", (), ())
     raise ValueError(f"dataset: unknown value {name!r}; allowed values are {list(DATASETS)}")
