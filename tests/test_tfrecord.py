@@ -175,3 +175,19 @@ def test_convert_script(tmp_path):
     assert proc.stdout.splitlines()[:2] == shards
     assert "wrote 50 rows to 2 shards" in proc.stdout and "rows/s" in proc.stdout
     assert_same_rows(criteo.spec(), csv, shards)
+
+
+def test_train_validation_split_applies_to_tfrecord_files(census_csv, tmp_path):
+    """The split hashes (file, record number): disjoint, complete, about the asked share."""
+    spec = fs.preset("census")
+    files = tfrecord.convert_csv_to_tfrecord(spec, [census_csv], str(tmp_path / "c"), num_shards=2)
+
+    def ages(split):
+        opts = ip.ReadOptions(batch_size=64, split=split, validation_fraction=0.25)
+        rows = [x["age"].numpy().reshape(-1) for x, _ in ip.read_raw(spec, files, opts)]
+        return np.concatenate(rows) if rows else np.zeros(0)
+
+    train, validation, everything = ages("train"), ages("validation"), ages(None)
+    assert len(train) + len(validation) == len(everything)
+    assert 0 < len(validation) < len(everything) / 2
+    np.testing.assert_array_equal(np.sort(np.concatenate([train, validation])), np.sort(everything))

@@ -14,7 +14,7 @@ from absl import app, flags, logging
 from wdl_tf import config as config_lib
 from wdl_tf import train_lib
 from wdl_tf.datasets import DATASETS
-from wdl_tf.model import MODEL_TYPES
+from wdl_tf.model import LR_DECAYS, MODEL_TYPES
 
 FLAGS = flags.FLAGS
 
@@ -94,6 +94,13 @@ def define_train_flags(fv: flags.FlagValues = FLAGS) -> None:
     )
     flags.DEFINE_float(
         "dnn_learning_rate", _M.dnn_learning_rate, "AdaGrad learning rate.", flag_values=fv
+    )
+    flags.DEFINE_enum(
+        "lr_decay",
+        _M.lr_decay,
+        list(LR_DECAYS),
+        "Learning-rate schedule of both optimizers (cosine: decay to 10% over the run).",
+        flag_values=fv,
     )
     flags.DEFINE_integer("seed", _T.seed, "Seed of shuffles and initializers.", flag_values=fv)
     flags.DEFINE_boolean(
@@ -186,6 +193,7 @@ def config_from_flags() -> config_lib.TrainConfig:
             linear_l1=FLAGS.linear_l1,
             linear_l2=FLAGS.linear_l2,
             dnn_learning_rate=FLAGS.dnn_learning_rate,
+            lr_decay=FLAGS.lr_decay,
             seed=FLAGS.seed,
         ),
         export=config_lib.ExportOptions(

@@ -122,33 +122,48 @@ def _interleave_args(files: list[str], opts: ReadOptions) -> dict[str, Any]:
     }
 
 
-def _lines(files: list[str], spec: fs.FeatureSpec, opts: ReadOptions) -> tf.data.Dataset:
-    """(file, line number, line) for every data line of every file, files interleaved."""
-    csv = spec.csv
+def _records(files: list[str], opts: ReadOptions, reader) -> tf.data.Dataset:
+    """(file, 1-based record number, record) of every file, files interleaved, in the split.
+
+    ``reader(path, compression)`` opens one file (TextLineDataset, TFRecordDataset).
+    The train/validation split hashes (file name, record number): deterministic, and the
+    same rows fall in the same split whatever the batch size or shuffling.
+    """
 
     def read(path, compression):
-        lines = tf.data.TextLineDataset(path, compression_type=compression)
-        return lines.enumerate(start=1).map(lambda i, line: (path, i, line))
+        records = reader(path, compression).enumerate(start=1)
+        return records.map(lambda i, record: (path, i, record))
 
     ds = tf.data.Dataset.from_tensor_slices((files, [_compression(f) for f in files]))
     if opts.shuffle:
         ds = ds.shuffle(len(files), seed=opts.seed, reshuffle_each_iteration=True)
     ds = ds.interleave(read, **_interleave_args(files, opts))
+    if opts.split is None:
+        return ds
+
+    def in_split(path, number, record):
+        key = tf.strings.join([path, tf.strings.as_string(number)], ":")
+        in_val = tf.strings.to_hash_bucket_fast(key, 10_000) < int(
+            opts.validation_fraction * 10_000
+        )
+        return in_val if opts.split == "validation" else ~in_val
+
+    return ds.filter(in_split)
+
+
+def _lines(files: list[str], spec: fs.FeatureSpec, opts: ReadOptions) -> tf.data.Dataset:
+    """(file, line number, line) for every data line of every file, files interleaved."""
+    csv = spec.csv
 
     def keep(path, lineno, line):
         text = tf.strings.strip(line)
         ok = (tf.strings.length(text) > 0) & (lineno > csv.skip_header_lines)
         if csv.comment_prefix:
             ok &= ~tf.strings.regex_full_match(text, re.escape(csv.comment_prefix) + ".*")
-        if opts.split is not None:
-            key = tf.strings.join([path, tf.strings.as_string(lineno)], ":")
-            in_val = tf.strings.to_hash_bucket_fast(key, 10_000) < int(
-                opts.validation_fraction * 10_000
-            )
-            ok &= in_val if opts.split == "validation" else ~in_val
         return ok
 
-    return ds.filter(keep)
+    lines = _records(files, opts, lambda p, c: tf.data.TextLineDataset(p, compression_type=c))
+    return lines.filter(keep)
 
 
 def _first_bad_message(bad: list[tf.Tensor], messages: list[tf.Tensor]) -> tf.Tensor:
@@ -378,10 +393,8 @@ def read_raw(
     if len(kinds) > 1:
         raise DataError(f"cannot mix CSV and TFRecord files in one split: {files}")
     if kinds.pop():
-        ds = tf.data.Dataset.from_tensor_slices(files).interleave(
-            lambda p: tf.data.TFRecordDataset(p, compression_type=_compression_of_tensor(p)),
-            **_interleave_args(files, opts),
-        )
+        ds = _records(files, opts, lambda p, c: tf.data.TFRecordDataset(p, compression_type=c))
+        ds = ds.map(lambda path, number, record: record)
         if opts.max_rows is not None:
             ds = ds.take(opts.max_rows)
         if opts.shuffle:
@@ -398,10 +411,6 @@ def read_raw(
     return ds.batch(opts.batch_size).map(
         parser, num_parallel_calls=AUTOTUNE, deterministic=opts.deterministic
     )
-
-
-def _compression_of_tensor(path: tf.Tensor) -> tf.Tensor:
-    return tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
 
 
 def make_dataset(

@@ -21,6 +21,7 @@ from wdl_tf import optimizers as wdl_optimizers
 from wdl_tf.preprocessing import PAD_ID, EncodedFeature
 
 MODEL_TYPES = ("wide", "deep", "wide_deep")
+LR_DECAYS = ("none", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,7 @@ class ModelConfig:
       linear_l1: FTRL L1 regularization strength (sparsity of the wide weights).
       linear_l2: FTRL L2 regularization strength.
       dnn_learning_rate: AdaGrad learning rate of the deep part.
+      lr_decay: ``none``, or ``cosine``: both learning rates decay to 10% over the run.
       seed: seed of the weight initializers.
     """
 
@@ -49,6 +51,7 @@ class ModelConfig:
     linear_l1: float = 0.001
     linear_l2: float = 0.001
     dnn_learning_rate: float = 0.05
+    lr_decay: str = "none"
     seed: int = 0
 
     def validate(self) -> None:
@@ -56,6 +59,10 @@ class ModelConfig:
             raise ValueError(
                 f"model_type: unknown value {self.model_type!r}; allowed values are "
                 f"{list(MODEL_TYPES)}"
+            )
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(
+                f"lr_decay: unknown value {self.lr_decay!r}; allowed values are {list(LR_DECAYS)}"
             )
         if not self.hidden_units or any(u < 1 for u in self.hidden_units):
             raise ValueError(
@@ -271,15 +278,31 @@ def build_model(features: list[EncodedFeature], config: ModelConfig) -> keras.Mo
     return keras.Model(inputs=inputs, outputs=probability, name=f"wdl_{config.model_type}")
 
 
-def build_optimizer(config: ModelConfig) -> keras.optimizers.MultiOptimizer:
-    """FTRL with L1/L2 for every ``wide/`` variable, AdaGrad for every ``deep/`` one (P5)."""
+def _learning_rate(base: float, decay_steps: int | None):
+    """A constant rate, or a cosine decay to 10% of it over ``decay_steps``."""
+    if not decay_steps:
+        return base
+    return keras.optimizers.schedules.CosineDecay(base, decay_steps, alpha=0.1)
+
+
+def build_optimizer(
+    config: ModelConfig, decay_steps: int | None = None
+) -> keras.optimizers.MultiOptimizer:
+    """FTRL with L1/L2 for every ``wide/`` variable, AdaGrad for every ``deep/`` one (P5).
+
+    Args:
+      decay_steps: when given, both learning rates follow a cosine decay over this many steps
+        (the final weights then settle instead of carrying the last batches' noise).
+    """
     ftrl = wdl_optimizers.Ftrl(
-        learning_rate=config.linear_learning_rate,
+        learning_rate=_learning_rate(config.linear_learning_rate, decay_steps),
         l1_regularization_strength=config.linear_l1,
         l2_regularization_strength=config.linear_l2,
         name="wide_ftrl",
     )
-    adagrad = wdl_optimizers.Adagrad(learning_rate=config.dnn_learning_rate, name="deep_adagrad")
+    adagrad = wdl_optimizers.Adagrad(
+        learning_rate=_learning_rate(config.dnn_learning_rate, decay_steps), name="deep_adagrad"
+    )
     optimizer_map = keras.optimizers.OptimizerMap(
         default_optimizer=adagrad, optimizer_map={"wide/.*": ftrl, "deep/.*": adagrad}
     )
@@ -294,11 +317,13 @@ def check_variable_paths(model: keras.Model) -> None:
         raise ValueError(f"trainable variables outside wide/ and deep/: {stray}")
 
 
-def compile_model(model: keras.Model, config: ModelConfig) -> keras.Model:
+def compile_model(
+    model: keras.Model, config: ModelConfig, decay_steps: int | None = None
+) -> keras.Model:
     """Compiles with the joint logistic loss, the two optimizers and streaming metrics."""
     check_variable_paths(model)
     model.compile(
-        optimizer=build_optimizer(config),
+        optimizer=build_optimizer(config, decay_steps),
         loss=keras.losses.BinaryCrossentropy(),
         metrics=[
             keras.metrics.AUC(num_thresholds=2000, name="auc"),

@@ -141,9 +141,23 @@ def build_for_training(config: TrainConfig, state, spec) -> tuple:
     keras.utils.set_random_seed(config.seed)
     preprocessor = pp.FeaturePreprocessor(spec, state, name="preprocessor")
     model = model_lib.build_model(preprocessor.encoded_features, config.model)
-    model_lib.compile_model(model, config.model)
+    model_lib.compile_model(model, config.model, _decay_steps(config, state))
     model.optimizer.build(model.trainable_variables)
     return preprocessor, model
+
+
+def _decay_steps(config: TrainConfig, state: pp.PreprocessingState) -> int | None:
+    """Total training steps, for a learning-rate decay (None without one)."""
+    if config.model.lr_decay == "none":
+        return None
+    if config.steps_per_epoch:
+        return config.epochs * config.steps_per_epoch
+    if state.rows_seen >= config.data.adapt_max_rows:
+        raise ValueError(
+            "lr_decay needs the run's length: the training data has more rows than "
+            f"adapt_max_rows={config.data.adapt_max_rows}, so set steps_per_epoch"
+        )
+    return config.epochs * -(-state.rows_seen // config.data.batch_size)
 
 
 def train_and_evaluate(config: TrainConfig) -> TrainResult:
