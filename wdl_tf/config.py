@@ -22,7 +22,8 @@ class DataConfig:
     """Which data to read and how.
 
     Attributes:
-      dataset: ``census`` (embedded UCI Adult), ``census_synthetic`` (generated twin) or
+      dataset: ``census`` (embedded UCI Adult), ``census_synthetic`` (generated twin),
+        ``criteo`` (the user's Criteo TSV files), ``criteo_synthetic`` (generated), or
         ``files`` (``train_files``/``eval_files`` and ``feature_spec`` given by the user).
       feature_spec: a preset name or a JSON file; empty = the dataset's preset.
       train_files: comma-separated files or globs (CSV, optionally .gz, or .tfrecord[.gz]);
@@ -58,6 +59,8 @@ class DataConfig:
             )
         if self.dataset == "files" and not (self.train_files and self.feature_spec):
             raise ValueError("dataset 'files' needs train_files and feature_spec")
+        if self.dataset == "criteo" and not (self.train_files and self.eval_files):
+            raise ValueError("dataset 'criteo' needs train_files and eval_files (Criteo TSV)")
         for name in ("batch_size", "eval_batch_size", "shuffle_buffer", "adapt_max_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
