@@ -2,7 +2,9 @@
 
 ``census`` is the UCI Adult data embedded in the package (CC BY 4.0): train on adult.data,
 evaluate on adult.test. ``census_synthetic`` is a generated twin with the census schema and
-learnable labels, small enough for end-to-end tests in seconds.
+learnable labels, small enough for end-to-end tests in seconds. ``criteo`` reads the user's
+Criteo display-ads TSV files and ``criteo_synthetic`` generates files in that layout;
+``apps_synthetic`` generates the paper's app-store impressions (``datasets/apps.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ class DatasetFiles:
     eval_files: tuple[str, ...]
 
 
-DATASETS = ("census", "census_synthetic", "criteo", "criteo_synthetic", "files")
+DATASETS = (
+    "census",
+    "census_synthetic",
+    "criteo",
+    "criteo_synthetic",
+    "apps_synthetic",
+    "files",
+)
 
 
 def get_dataset(
@@ -54,6 +63,13 @@ def get_dataset(
             os.path.join(work_dir, "synthetic_data"), rows=synthetic_rows, seed=seed
         )
         return DatasetFiles(name, "criteo", (train,), (test,))
+    if name == "apps_synthetic":
+        from wdl_tf.datasets import apps
+
+        train, test = apps.get_files(
+            os.path.join(work_dir, "synthetic_data"), synthetic_rows, seed=seed
+        )
+        return DatasetFiles(name, "apps", tuple(train), tuple(test))
     if name == "files":
         return DatasetFiles(name, "", (), ())
     raise ValueError(f"dataset: unknown value {name!r}; allowed values are {list(DATASETS)}")
