@@ -12,7 +12,7 @@ import sys
 from absl import app, flags, logging
 
 from wdl_tf import config as config_lib
-from wdl_tf import train_lib
+from wdl_tf import distribute, train_lib
 from wdl_tf.datasets import DATASETS
 from wdl_tf.model import LR_DECAYS, MODEL_TYPES
 
@@ -58,7 +58,12 @@ def define_train_flags(fv: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_integer(
         "eval_steps", None, "Evaluate on at most this many batches.", flag_values=fv
     )
-    flags.DEFINE_integer("batch_size", _D.batch_size, "Global training batch size.", flag_values=fv)
+    flags.DEFINE_integer(
+        "batch_size",
+        _D.batch_size,
+        "Global training batch size: split evenly over all replicas of all workers.",
+        flag_values=fv,
+    )
     flags.DEFINE_integer(
         "eval_batch_size", _D.eval_batch_size, "Evaluation batch size.", flag_values=fv
     )
@@ -156,6 +161,27 @@ def define_train_flags(fv: flags.FlagValues = FLAGS) -> None:
         "Also copy optimizer slots when warm starting.",
         flag_values=fv,
     )
+    flags.DEFINE_enum(
+        "distribution",
+        _T.distribution,
+        list(distribute.DISTRIBUTIONS),
+        "tf.distribute strategy; auto: multi_worker_mirrored when TF_CONFIG is set, else none.",
+        flag_values=fv,
+    )
+    flags.DEFINE_enum(
+        "shard_policy",
+        _D.shard_policy,
+        list(distribute.SHARD_POLICIES),
+        "How workers split the training data: by file, by row, or auto (file when there are "
+        "at least as many files as workers).",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer(
+        "checkpoint_every_steps",
+        _T.checkpoint_every_steps,
+        "Also checkpoint every this many steps and resume mid-epoch (0: after every epoch).",
+        flag_values=fv,
+    )
     flags.DEFINE_integer(
         "verbose", _T.verbose, "1: progress bar, 2: a line per epoch, 0: none.", flag_values=fv
     )
@@ -182,6 +208,7 @@ def config_from_flags() -> config_lib.TrainConfig:
             validation_fraction=FLAGS.validation_fraction,
             adapt_max_rows=FLAGS.adapt_max_rows,
             synthetic_rows=FLAGS.synthetic_rows,
+            shard_policy=FLAGS.shard_policy,
         ),
         model=config_lib.ModelConfig(
             model_type=FLAGS.model_type,
@@ -211,6 +238,8 @@ def config_from_flags() -> config_lib.TrainConfig:
         verbose=FLAGS.verbose,
         warm_start_from=FLAGS.warm_start_from,
         warm_start_optimizer=FLAGS.warm_start_optimizer,
+        distribution=FLAGS.distribution,
+        checkpoint_every_steps=FLAGS.checkpoint_every_steps,
     )
     config.validate()
     return config
@@ -225,6 +254,9 @@ def _train(argv) -> None:
     except ValueError as e:  # also FeatureSpecError and DataError: bad input, named
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    if not result.metrics:  # a non-chief worker: the chief evaluates and exports
+        print("worker finished training (the chief writes metrics and the export)")
+        return
     print("eval metrics: " + json.dumps(result.metrics, indent=2))
     if result.bad_rows:
         print(f"skipped malformed rows: {result.bad_rows}")

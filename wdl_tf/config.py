@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from wdl_tf.datasets import DATASETS
+from wdl_tf.distribute import DISTRIBUTIONS, SHARD_POLICIES
 from wdl_tf.export_lib import ExportOptions
 from wdl_tf.model import ModelConfig
 
@@ -29,7 +30,8 @@ class DataConfig:
       train_files: comma-separated files or globs (CSV, optionally .gz, or .tfrecord[.gz]);
         empty = the dataset's.
       eval_files: the same for the evaluation split.
-      batch_size: global training batch size.
+      batch_size: global training batch size: split evenly over all replicas (devices of all
+        workers), so it must be divisible by their number.
       eval_batch_size: batch size of evaluation and export checks.
       shuffle_buffer: rows in the shuffle buffer.
       skip_bad_rows: drop (and count) malformed rows instead of failing.
@@ -38,6 +40,9 @@ class DataConfig:
         split is never used to choose settings.
       adapt_max_rows: rows read by the one bounded pass that learns vocabularies/quantiles.
       synthetic_rows: training rows of a synthetic dataset.
+      shard_policy: how workers split the training files in multi-worker training: ``auto``
+        (by file when there are at least as many files as workers, else by row), ``file``
+        (fails before training with fewer files than workers) or ``data`` (by row).
     """
 
     dataset: str = "census"
@@ -51,6 +56,7 @@ class DataConfig:
     validation_fraction: float = 0.0
     adapt_max_rows: int = 1_000_000
     synthetic_rows: int = 4000
+    shard_policy: str = "auto"
 
     def validate(self) -> None:
         if self.dataset not in DATASETS:
@@ -67,6 +73,11 @@ class DataConfig:
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(
                 f"validation_fraction: must be in [0, 1), got {self.validation_fraction}"
+            )
+        if self.shard_policy not in SHARD_POLICIES:
+            raise ValueError(
+                f"shard_policy: unknown value {self.shard_policy!r}; allowed values are "
+                f"{list(SHARD_POLICIES)}"
             )
 
 
@@ -89,6 +100,13 @@ class TrainConfig:
       warm_start_from: a previous model dir whose weights initialize a new run (rows copied
         by token, see `wdl_tf.warm_start`); ignored when model_dir has a checkpoint.
       warm_start_optimizer: also copy the optimizer slots when warm starting.
+      distribution: ``auto`` (``multi_worker_mirrored`` when the TF_CONFIG environment
+        variable is set, else ``none``), ``none``, ``mirrored`` (all local GPUs, or all
+        logical CPU devices) or ``multi_worker_mirrored`` (see `wdl_tf.distribute`).
+      checkpoint_every_steps: also checkpoint every this many global steps, and resume an
+        interrupted epoch after its last checkpointed step (0 = checkpoint after every epoch
+        only). Turning it on makes each epoch's data order depend on the seed (and the
+        epoch) only, so a resumed run sees the batches the interrupted one would have.
     """
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -103,6 +121,8 @@ class TrainConfig:
     verbose: int = 1
     warm_start_from: str = ""
     warm_start_optimizer: bool = False
+    distribution: str = "auto"
+    checkpoint_every_steps: int = 0
 
     def validate(self) -> None:
         self.data.validate()
@@ -118,6 +138,15 @@ class TrainConfig:
                 raise ValueError(f"{name}: must be >= 1 when set, got {value}")
         if self.verbose not in (0, 1, 2):
             raise ValueError(f"verbose: must be 0, 1 or 2, got {self.verbose}")
+        if self.distribution not in DISTRIBUTIONS:
+            raise ValueError(
+                f"distribution: unknown value {self.distribution!r}; allowed values are "
+                f"{list(DISTRIBUTIONS)}"
+            )
+        if self.checkpoint_every_steps < 0:
+            raise ValueError(
+                f"checkpoint_every_steps: must be >= 0, got {self.checkpoint_every_steps}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

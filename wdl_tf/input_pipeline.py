@@ -98,6 +98,10 @@ class ReadOptions:
       max_rows: stop after this many rows (None: all); used for the bounded adapt pass.
       deterministic: keep the order of parallel work fixed, so a run is reproducible given
         the seed (turn off for a little more throughput).
+      num_shards, shard_index: read only shard ``shard_index`` of ``num_shards`` (one
+        worker's part of the data in multi-worker training); 1 = everything.
+      shard_files: shard by whole files (every num_shards-th file, in the given order) rather
+        than by rows (every num_shards-th row that passes the split/header filters).
     """
 
     batch_size: int = 256
@@ -109,6 +113,9 @@ class ReadOptions:
     validation_fraction: float = 0.1
     max_rows: int | None = None
     deterministic: bool = True
+    num_shards: int = 1
+    shard_index: int = 0
+    shard_files: bool = False
 
 
 def _interleave_args(files: list[str], opts: ReadOptions) -> dict[str, Any]:
@@ -392,9 +399,14 @@ def read_raw(
     kinds = {is_tfrecord(f) for f in files}
     if len(kinds) > 1:
         raise DataError(f"cannot mix CSV and TFRecord files in one split: {files}")
+    row_shards = opts.num_shards > 1 and not opts.shard_files
+    if opts.num_shards > 1 and opts.shard_files:
+        files = files[opts.shard_index :: opts.num_shards]
     if kinds.pop():
         ds = _records(files, opts, lambda p, c: tf.data.TFRecordDataset(p, compression_type=c))
         ds = ds.map(lambda path, number, record: record)
+        if row_shards:
+            ds = ds.shard(opts.num_shards, opts.shard_index)
         if opts.max_rows is not None:
             ds = ds.take(opts.max_rows)
         if opts.shuffle:
@@ -403,6 +415,8 @@ def read_raw(
             lambda s: parse_examples(spec, s), num_parallel_calls=AUTOTUNE
         )
     ds = _lines(files, spec, opts)
+    if row_shards:
+        ds = ds.shard(opts.num_shards, opts.shard_index)
     if opts.max_rows is not None:
         ds = ds.take(opts.max_rows)
     if opts.shuffle:

@@ -5,9 +5,17 @@ What a run writes to ``model_dir`` (DESIGN.md §3.3, "save what you ran"):
 * ``config.json``: the resolved `TrainConfig`;
 * ``feature_spec.json``, ``preprocessing.json`` and ``vocabularies/``: the schema and what
   adapt learned (a resumed run reuses them, so ids never shift under trained weights);
-* ``checkpoints/``: model weights, both optimizers' slots and the epoch, after every epoch;
+* ``checkpoints/``: model weights, both optimizers' slots and the epoch, after every epoch
+  (and every ``checkpoint_every_steps`` steps; then ``ckpt-<N>.position.json`` beside each
+  says where in the epoch it was taken);
 * ``logs/``: TensorBoard;
 * ``metrics.json``: exact AUC, log loss, accuracy, mean prediction and label rate.
+
+Under a `tf.distribute` strategy (`wdl_tf.distribute`) the preprocessor, model, optimizers,
+metrics and checkpoint are built in the strategy's scope and every worker trains on its shard
+of the data; only the chief (worker 0) writes config.json, the preprocessing state,
+metrics.json and the export. Every worker checkpoints (a save may run collective ops), the
+others to a temporary directory; all of them resume from the chief's checkpoints.
 """
 
 from __future__ import annotations
@@ -16,13 +24,14 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from wdl_tf import datasets, export_lib, input_pipeline, metrics, warm_start
+from wdl_tf import datasets, distribute, export_lib, input_pipeline, metrics, warm_start
 from wdl_tf import features as fs
 from wdl_tf import model as model_lib
 from wdl_tf import preprocessing as pp
@@ -41,17 +50,71 @@ class TrainResult:
     initial_epoch: int
 
 
-class _EpochCheckpoint(keras.callbacks.Callback):
-    """Saves weights, optimizer slots and the finished epoch count after every epoch."""
+# Beside ``ckpt-<N>`` in step-checkpoint runs: {"epoch", "step_in_epoch", "global_step"}.
+POSITION_SUFFIX = ".position.json"
 
-    def __init__(self, manager: tf.train.CheckpointManager, epoch: tf.Variable):
+
+class _EpochCheckpoint(keras.callbacks.Callback):
+    """Saves weights, optimizer slots and the finished epoch count after every epoch.
+
+    With ``every_steps``, it also saves every that many global steps, as ``ckpt-<global
+    step>``, and writes beside it ``ckpt-<global step>.position.json``: the epoch under way,
+    how many of its batches are done and the global step, so a killed run resumes mid-epoch.
+    (The position stays out of the TensorFlow checkpoint, so readers that restore weights,
+    optimizer slots and epoch only still match it exactly.) ``first_batch``: batches of the
+    current epoch trained before this fit call (a resumed epoch).
+    """
+
+    def __init__(
+        self,
+        manager: tf.train.CheckpointManager,
+        epoch: tf.Variable,
+        every_steps: int = 0,
+        global_step: int = 0,
+    ):
         super().__init__()
         self.manager = manager
         self.epoch = epoch
+        self.every_steps = every_steps
+        self.steps_done = global_step
+        self.first_batch = 0
+        self._current_epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current_epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.every_steps:
+            return
+        self.steps_done += 1
+        if self.steps_done % self.every_steps == 0:
+            self._save(self._current_epoch, self.first_batch + batch + 1)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.epoch.assign(epoch + 1)
-        self.manager.save(checkpoint_number=epoch + 1)
+        self.first_batch = 0
+        if self.every_steps:
+            self._save(epoch + 1, 0)
+        else:
+            self.epoch.assign(epoch + 1)
+            self.manager.save(checkpoint_number=epoch + 1)
+
+    def _save(self, epoch: int, step_in_epoch: int) -> None:
+        self.epoch.assign(epoch)
+        prefix = os.path.join(self.manager.directory, f"ckpt-{self.steps_done}")
+        position = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": self.steps_done}
+        os.makedirs(self.manager.directory, exist_ok=True)
+        tmp = f"{prefix}{POSITION_SUFFIX}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(position, f)
+        # Written before the checkpoint: a kill in between leaves either no ckpt-N (the
+        # previous one stays the latest) or, at an epoch end just after a step save, the
+        # same weights under the new position.
+        os.replace(tmp, prefix + POSITION_SUFFIX)
+        self.manager.save(checkpoint_number=self.steps_done)
+        kept = {os.path.basename(p) + POSITION_SUFFIX for p in self.manager.checkpoints}
+        for name in os.listdir(self.manager.directory):
+            if name.endswith(POSITION_SUFFIX) and name not in kept:
+                os.remove(os.path.join(self.manager.directory, name))
 
 
 def _resolve_data(config: TrainConfig) -> tuple[fs.FeatureSpec, list[str], list[str]]:
@@ -160,58 +223,193 @@ def _decay_steps(config: TrainConfig, state: pp.PreprocessingState) -> int | Non
     return config.epochs * -(-state.rows_seen // config.data.batch_size)
 
 
+def _restore(model, epoch: tf.Variable, checkpoint_dir: str) -> tuple[str | None, dict]:
+    """Restores the latest checkpoint of ``checkpoint_dir`` (model, optimizer slots, epoch);
+    returns it and its position (``step_in_epoch``, ``global_step``; 0 for an epoch-only
+    checkpoint). A position file, when there is one, says which epoch is under way."""
+    position = {"step_in_epoch": 0, "global_step": 0}
+    latest = tf.train.latest_checkpoint(checkpoint_dir)
+    if not latest:
+        return None, position
+    model_lib.make_checkpoint(model, epoch=epoch).restore(latest).assert_consumed()
+    if os.path.exists(latest + POSITION_SUFFIX):
+        with open(latest + POSITION_SUFFIX) as f:
+            saved = json.load(f)
+        position = {k: int(saved[k]) for k in position}
+        epoch.assign(int(saved["epoch"]))
+    return latest, position
+
+
+def _train_input(config, runtime, spec, files, preprocessor, counter, shards):
+    """``make(epoch=None, skip_steps=0)``: what fit trains on, this worker's shard only.
+
+    ``epoch=None``: the run's stream, shuffled with ``seed`` and reshuffled on each pass (and
+    repeated with steps_per_epoch). ``epoch=e``: one pass shuffled with a seed of (seed, e)
+    only, so any process rebuilds epoch e's order (step checkpoints without
+    steps_per_epoch). The first ``skip_steps`` steps are skipped (a resumed run). Each new
+    dataset is iterated once (fit keeps one iterator for a steps_per_epoch run, and
+    `distribute.prepare_for_fit` stops fit's extra build pass), so its order depends only on
+    the seed. Under a strategy each element is one replica's batch (global batch / replicas).
+    """
+
+    def make(epoch=None, skip_steps=0):
+        def dataset(ctx):
+            opts = dataclasses.replace(
+                _read_options(config, training=True),
+                num_shards=shards.num_shards,
+                shard_index=shards.index,
+                shard_files=shards.by == "file",
+            )
+            if ctx is not None:
+                opts = dataclasses.replace(
+                    opts, batch_size=ctx.get_per_replica_batch_size(config.data.batch_size)
+                )
+            if not config.checkpoint_every_steps:
+                ds = input_pipeline.make_dataset(spec, files, opts, preprocessor, counter)
+                return ds.repeat() if config.steps_per_epoch else ds
+            if epoch is not None:
+                opts = dataclasses.replace(opts, seed=config.seed * 1_000_003 + epoch)
+            ds = input_pipeline.read_raw(spec, files, opts, counter)
+            if config.steps_per_epoch:
+                ds = ds.repeat()
+            if skip_steps:
+                ds = ds.skip(skip_steps * runtime.local_replicas)
+            ds = ds.map(
+                lambda raw, y: (preprocessor(raw), y),
+                num_parallel_calls=input_pipeline.AUTOTUNE,
+                deterministic=True,
+            )
+            return ds.prefetch(input_pipeline.AUTOTUNE)
+
+        return runtime.distribute(dataset)
+
+    return make
+
+
+def _fit(model, config: TrainConfig, make_input, callbacks, saver, epoch0: int, step0: int):
+    """Trains epochs epoch0..epochs-1, the first of them resumed after its step0 batches.
+
+    Without step checkpoints: one fit call, as ever. With them and steps_per_epoch, one
+    stream skipped to global step epoch0 * steps_per_epoch + step0; without
+    steps_per_epoch, one fit call per epoch over that epoch's (seed, epoch)-shuffled pass.
+    """
+
+    def run(data, first, last, steps):
+        model.fit(
+            data,
+            epochs=last,
+            initial_epoch=first,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            verbose=config.verbose,
+            shuffle=False,  # the tf.data pipeline shuffles
+        )
+
+    spe = config.steps_per_epoch
+    if not config.checkpoint_every_steps:
+        run(make_input(), epoch0, config.epochs, spe)
+        return
+    if spe:
+        if step0:
+            saver.first_batch = step0
+            if step0 < spe:
+                run(make_input(skip_steps=epoch0 * spe + step0), epoch0, epoch0 + 1, spe - step0)
+            epoch0 += 1
+        if epoch0 < config.epochs:
+            run(make_input(skip_steps=epoch0 * spe), epoch0, config.epochs, spe)
+        return
+    for e in range(epoch0, config.epochs):
+        skip = step0 if e == epoch0 else 0
+        saver.first_batch = skip
+        run(make_input(epoch=e, skip_steps=skip), e, e + 1, None)
+
+
+def _undistributed_copy(config: TrainConfig, state, spec, model) -> tuple:
+    """A plain (no strategy) preprocessor and model with the trained weights, to evaluate
+    and export a model trained under a strategy without distributed variables."""
+    preprocessor = pp.FeaturePreprocessor(spec, state, name="preprocessor")
+    copy = model_lib.build_model(preprocessor.encoded_features, config.model)
+    copy.set_weights(model.get_weights())
+    return preprocessor, copy
+
+
 def train_and_evaluate(config: TrainConfig) -> TrainResult:
-    """Runs (or resumes) training, evaluates, writes metrics.json and exports a SavedModel."""
+    """Runs (or resumes) training, evaluates, writes metrics.json and exports a SavedModel.
+
+    Bad input (config, TF_CONFIG, files, sharding) is a ValueError before training. Under a
+    multi-worker strategy a non-chief worker returns empty metrics and no export.
+    """
     config.validate()
+    kind, task = distribute.resolve(config.distribution)
     os.makedirs(config.model_dir, exist_ok=True)
     spec, train_files, eval_files = _resolve_data(config)
-    state = load_or_adapt(config, spec, train_files)
-    with open(os.path.join(config.model_dir, "config.json"), "w") as f:
-        f.write(config.to_json() + "\n")
+    shards = distribute.plan_shards(config.data.shard_policy, train_files, task)
+    # MultiWorkerMirroredStrategy must be created before the process's first TensorFlow op.
+    runtime = distribute.make_runtime(kind, task)
+    runtime.per_replica_batch(config.data.batch_size)  # divisible, or ValueError
+    work_dir = runtime.work_dir(config.model_dir)
+    if not runtime.is_chief:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        os.makedirs(work_dir)
+    if runtime.is_chief:
+        state = load_or_adapt(config, spec, train_files)
+        with open(os.path.join(config.model_dir, "config.json"), "w") as f:
+            f.write(config.to_json() + "\n")
+    runtime.barrier()  # the chief's preprocessing state is complete on disk
+    if not runtime.is_chief:
+        state = load_or_adapt(config, spec, train_files)  # the chief's: reads only
 
-    preprocessor, model = build_for_training(config, state, spec)
-    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    checkpoint = model_lib.make_checkpoint(model, epoch=epoch)
+    with runtime.strategy.scope():
+        preprocessor, model = build_for_training(config, state, spec)
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        checkpoint = model_lib.make_checkpoint(model, epoch=epoch)
     manager = tf.train.CheckpointManager(
-        checkpoint, os.path.join(config.model_dir, "checkpoints"), max_to_keep=3
+        checkpoint, os.path.join(work_dir, "checkpoints"), max_to_keep=3
     )
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_consumed()
-        log.info("resumed from %s (epoch %d)", manager.latest_checkpoint, int(epoch.numpy()))
+    resumed, position = _restore(model, epoch, os.path.join(config.model_dir, "checkpoints"))
+    if resumed:
+        log.info(
+            "resumed from %s (epoch %d, step %d)",
+            resumed,
+            int(epoch.numpy()),
+            position["step_in_epoch"],
+        )
     elif config.warm_start_from:
         report = warm_start.warm_start(
             model, spec, state, config.warm_start_from, config.warm_start_optimizer
         )
-        with open(os.path.join(config.model_dir, "warm_start.json"), "w") as f:
-            json.dump(dataclasses.asdict(report), f, indent=2)
-    initial_epoch = int(epoch.numpy())
+        if runtime.is_chief:
+            with open(os.path.join(config.model_dir, "warm_start.json"), "w") as f:
+                json.dump(dataclasses.asdict(report), f, indent=2)
+    initial_epoch, initial_step = int(epoch.numpy()), position["step_in_epoch"]
 
     counter = input_pipeline.BadRowCounter()
-    train_ds = input_pipeline.make_dataset(
-        spec, train_files, _read_options(config, training=True), preprocessor, counter
-    )
-    if config.steps_per_epoch:
-        train_ds = train_ds.repeat()
+    make_input = _train_input(config, runtime, spec, train_files, preprocessor, counter, shards)
     eval_ds = input_pipeline.make_dataset(
         spec, eval_files, _read_options(config, training=False), preprocessor, counter
     )
+    saver = _EpochCheckpoint(
+        manager, epoch, config.checkpoint_every_steps, global_step=position["global_step"]
+    )
     callbacks = [
-        _EpochCheckpoint(manager, epoch),
-        keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs"), write_graph=False),
+        saver,
+        keras.callbacks.TensorBoard(os.path.join(work_dir, "logs"), write_graph=False),
     ]
     if initial_epoch < config.epochs:
+        if runtime.distributed:
+            distribute.prepare_for_fit(model, runtime, next(iter(eval_ds)))
         try:
-            model.fit(
-                train_ds,
-                epochs=config.epochs,
-                initial_epoch=initial_epoch,
-                steps_per_epoch=config.steps_per_epoch,
-                callbacks=callbacks,
-                verbose=config.verbose,
-                shuffle=False,  # the tf.data pipeline shuffles
-            )
+            _fit(model, config, make_input, callbacks, saver, initial_epoch, initial_step)
         except tf.errors.InvalidArgumentError as e:
             input_pipeline.raise_data_error(e)
+    if not runtime.is_chief:
+        runtime.cleanup(config.model_dir)
+        return TrainResult({}, None, counter.count, initial_epoch)
+    if runtime.distributed:
+        preprocessor, model = _undistributed_copy(config, state, spec, model)
+        eval_ds = input_pipeline.make_dataset(
+            spec, eval_files, _read_options(config, training=False), preprocessor, counter
+        )
 
     results = evaluate(model, eval_ds, config.eval_steps)
     results["epochs"] = config.epochs
