@@ -180,3 +180,31 @@ def test_checkpoint_restores_weights_and_both_optimizers(tmp_path):
 def test_bad_model_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
         model_lib.ModelConfig(**{"hidden_units": (8,), **kwargs}).validate()
+
+
+def test_weight_average_covers_dense_weights_not_tables():
+    model = model_lib.build_model(FEATURES, _config())
+    average = model_lib.WeightAverage(model, momentum=0.5)
+    paths = {v.path for v in average.variables}
+    assert "deep/hidden_0/kernel" in paths and "wide/bias" in paths
+    # Tables (one weight or embedding per id) are not averaged: that would cost a full pass.
+    assert not {"wide/city", "wide/apps_X_city", "deep/emb_city"} & paths
+    bias = model.get_layer("wide").bias
+    bias.assign([1.0])
+    average.update()  # the first update copies: 1
+    bias.assign([2.0])
+    average.update()  # 0.5 · 1 + 0.5 · 2 = 1.5
+    bias.assign([4.0])
+    average.update()  # 0.5 · 1.5 + 0.5 · 4 = 2.75
+    average.apply()
+    np.testing.assert_allclose(bias.numpy(), [2.75])
+
+
+def test_weight_average_before_any_update_changes_nothing():
+    model = model_lib.build_model(FEATURES, _config())
+    bias = model.get_layer("wide").bias
+    bias.assign([0.3])
+    average = model_lib.WeightAverage(model, momentum=0.9)
+    bias.assign([0.7])
+    average.apply()
+    np.testing.assert_allclose(bias.numpy(), [0.7])

@@ -107,6 +107,12 @@ def define_train_flags(fv: flags.FlagValues = FLAGS) -> None:
         "Learning-rate schedule of both optimizers (cosine: decay to 10% over the run).",
         flag_values=fv,
     )
+    flags.DEFINE_float(
+        "ema_momentum",
+        _M.ema_momentum,
+        "Average the dense weights over the last ~1/(1-m) steps (0: off).",
+        flag_values=fv,
+    )
     flags.DEFINE_integer("seed", _T.seed, "Seed of shuffles and initializers.", flag_values=fv)
     flags.DEFINE_boolean(
         "skip_bad_rows",
@@ -221,6 +227,7 @@ def config_from_flags() -> config_lib.TrainConfig:
             linear_l2=FLAGS.linear_l2,
             dnn_learning_rate=FLAGS.dnn_learning_rate,
             lr_decay=FLAGS.lr_decay,
+            ema_momentum=FLAGS.ema_momentum,
             seed=FLAGS.seed,
         ),
         export=config_lib.ExportOptions(

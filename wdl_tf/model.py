@@ -39,6 +39,9 @@ class ModelConfig:
       linear_l2: FTRL L2 regularization strength.
       dnn_learning_rate: AdaGrad learning rate of the deep part.
       lr_decay: ``none``, or ``cosine``: both learning rates decay to 10% over the run.
+      ema_momentum: when > 0, the dense weights (deep layers, the bias; not the id tables)
+        end as their exponential moving average over the last ~1/(1 - momentum) steps (see
+        `WeightAverage`); 0 turns it off. Single-process training only.
       seed: seed of the weight initializers.
     """
 
@@ -52,6 +55,7 @@ class ModelConfig:
     linear_l2: float = 0.001
     dnn_learning_rate: float = 0.05
     lr_decay: str = "none"
+    ema_momentum: float = 0.99
     seed: int = 0
 
     def validate(self) -> None:
@@ -68,6 +72,8 @@ class ModelConfig:
             raise ValueError(
                 f"hidden_units: expected positive layer sizes, got {list(self.hidden_units)}"
             )
+        if not 0.0 <= self.ema_momentum < 1.0:
+            raise ValueError(f"ema_momentum: must be in [0, 1), got {self.ema_momentum}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: must be in [0, 1), got {self.dropout}")
         if self.embedding_dim is not None and self.embedding_dim < 1:
@@ -301,7 +307,8 @@ def build_optimizer(
         name="wide_ftrl",
     )
     adagrad = wdl_optimizers.Adagrad(
-        learning_rate=_learning_rate(config.dnn_learning_rate, decay_steps), name="deep_adagrad"
+        learning_rate=_learning_rate(config.dnn_learning_rate, decay_steps),
+        name="deep_adagrad",
     )
     optimizer_map = keras.optimizers.OptimizerMap(
         default_optimizer=adagrad, optimizer_map={"wide/.*": ftrl, "deep/.*": adagrad}
@@ -360,3 +367,72 @@ def make_checkpoint(model: keras.Model, **extra) -> tf.train.Checkpoint:
     if model.optimizer is not None:
         state["optimizer"] = by_path(model.optimizer.variables)
     return tf.train.Checkpoint(**state, **extra)
+
+
+def table_variables(model: keras.Model) -> list:
+    """The id-indexed tables: wide weights per id and deep embeddings (sparse gradients)."""
+    tables = []
+    for name in ("wide", "deep"):
+        try:
+            layer = model.get_layer(name)
+        except ValueError:
+            continue
+        tables.extend(layer.tables.values())
+    return tables
+
+
+class WeightAverage:
+    """An exponential moving average of the model's dense weights, swapped in at the end.
+
+    With a constant learning rate the last steps' noise stays in the final weights: on
+    census the mean prediction ended up to 0.04 away from the label rate depending on the
+    seed. Averaging the dense variables (deep layers, dense wide weights, the bias) over the
+    last ~1/(1 - momentum) steps removes it. The id tables are left out: averaging them
+    would cost a pass over every row each step, which sparse updates exist to avoid.
+    """
+
+    def __init__(self, model: keras.Model, momentum: float):
+        tables = {id(v) for v in table_variables(model)}
+        self.momentum = momentum
+        self.variables = [v for v in model.trainable_variables if id(v) not in tables]
+        self.averages = [
+            tf.Variable(v.value, trainable=False, name=v.path.replace("/", ".") + ".average")
+            for v in self.variables
+        ]
+        self.steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="average_steps")
+
+    @tf.function
+    def update(self) -> None:
+        # The first update copies the weights; later ones move the average towards them.
+        m = tf.where(self.steps > 0, self.momentum, 0.0)
+        for v, a in zip(self.variables, self.averages):
+            a.assign(m * a + (1.0 - m) * v.value)
+        self.steps.assign_add(1)
+
+    def apply(self) -> None:
+        """Sets the model's dense weights to their averages (no-op before any update)."""
+        if int(self.steps.numpy()) == 0:
+            return
+        for v, a in zip(self.variables, self.averages):
+            v.assign(a)
+
+
+
+class WeightAverageCallback(keras.callbacks.Callback):
+    """Updates a `WeightAverage` after every batch and applies it when the last epoch ends.
+
+    Place it before the checkpoint callback: the final checkpoint then holds the averaged
+    weights, so evaluation, export and a later warm start all see the same model.
+    """
+
+    def __init__(self, average: WeightAverage, final_epoch: int):
+        super().__init__()
+        self.average = average
+        self.final_epoch = final_epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.average.update()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.final_epoch:
+            self.average.apply()

@@ -395,6 +395,12 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
         saver,
         keras.callbacks.TensorBoard(os.path.join(work_dir, "logs"), write_graph=False),
     ]
+    if config.model.ema_momentum and not runtime.distributed:
+        # Before the saver: the last epoch's checkpoint holds the averaged weights. (The
+        # average is not checkpointed; a resumed run starts it again from the restored
+        # weights, which costs nothing after ~1/(1 - momentum) steps.)
+        average = model_lib.WeightAverage(model, config.model.ema_momentum)
+        callbacks.insert(0, model_lib.WeightAverageCallback(average, config.epochs))
     if initial_epoch < config.epochs:
         if runtime.distributed:
             distribute.prepare_for_fit(model, runtime, next(iter(eval_ds)))
