@@ -94,6 +94,17 @@ class ModelConfig:
         return self.model_type in ("deep", "wide_deep")
 
 
+def _rows(table):
+    """The tf.Variable behind a Keras table, for a sparse read.
+
+    ``tf.gather`` on the Keras variable first reads the whole table into a tensor (and the
+    next in-place sparse update then copies it: 36 ms per step for a [1M, 32] table);
+    gathering from the tf.Variable is a ResourceGather of the batch's rows (0.55 ms). The
+    gradient is an IndexedSlices either way.
+    """
+    return table.value if isinstance(table, keras.Variable) else table
+
+
 def _pool(values: tf.Tensor, ids: tf.Tensor, combiner: str) -> tf.Tensor:
     """Pools [B, L, D] rows of a multivalent feature over its non-padding ids → [B, D]."""
     mask = tf.cast(tf.not_equal(ids, PAD_ID), values.dtype)[..., None]
@@ -137,9 +148,9 @@ class WideLinear(keras.layers.Layer):
             if f.kind == "dense":
                 terms.append(x * tf.reshape(table, [1, 1]))
             elif f.kind == "ids":
-                terms.append(tf.gather(table, x[:, 0]))
+                terms.append(tf.gather(_rows(table), x[:, 0]))
             else:
-                terms.append(_pool(tf.gather(table, x), x, "sum"))
+                terms.append(_pool(tf.gather(_rows(table), x), x, "sum"))
         logit = tf.add_n(terms)
         if self.use_bias:
             logit = logit + self.bias
@@ -223,9 +234,9 @@ class DeepTower(keras.layers.Layer):
             if f.kind == "dense":
                 parts.append(x)
             elif f.kind == "ids":
-                parts.append(tf.gather(self.tables[f.name], x[:, 0]))
+                parts.append(tf.gather(_rows(self.tables[f.name]), x[:, 0]))
             else:
-                parts.append(_pool(tf.gather(self.tables[f.name], x), x, f.combiner))
+                parts.append(_pool(tf.gather(_rows(self.tables[f.name]), x), x, f.combiner))
         h = tf.concat(parts, axis=1)
         for layer in self.hidden:
             h = layer(h, training=training)
