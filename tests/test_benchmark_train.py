@@ -1,0 +1,92 @@
+"""scripts/benchmark_train.py --quick, as a user runs it: every section reported, numbers > 0."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "scripts", "benchmark_train.py")
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
+
+
+def test_quick_benchmark_reports_every_section(tmp_path):
+    out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            SCRIPT,
+            "--quick",
+            f"--data_dir={tmp_path / 'data'}",
+            f"--output_json={out_json}",
+            f"--output_md={out_md}",
+            "--device_name=test machine",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,  # < 60 s on an idle 2-core machine; leave room for a loaded one
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out_json.read_text())
+    markdown = out_md.read_text()
+    assert "## 1. Optimizer step" in proc.stdout  # the table is printed too
+
+    env = report["meta"]["environment"]
+    assert env["device_name"] == "test machine"
+    assert env["cpu_count"] >= 1 and env["physical_devices"]
+    assert report["meta"]["quick"] is True
+
+    # 1. Optimizer step: every table size, ours and stock, FTRL and AdaGrad.
+    rows = report["optimizer_step"]["results"]
+    assert [r["rows"] for r in rows] == [1000, 10000, 40000]
+    for r in rows:
+        for key in ("ftrl_wdl_tf_ms", "ftrl_keras_ms", "adagrad_wdl_tf_ms", "adagrad_keras_ms"):
+            assert _positive(r[key]), (key, r)
+        assert _positive(r["ftrl_speedup"]) and _positive(r["adagrad_speedup"])
+        assert 1 <= r["unique_ids_mean"] < r["ids_per_batch"]  # Zipf ids repeat
+
+    # 2. End to end: every implementation at every bucket count; tf_keras may be n/a.
+    results = report["end_to_end"]["results"]
+    assert {(r["implementation"], r["hash_buckets"]) for r in results} == {
+        (i, hb) for i in ("wdl_tf", "keras_stock", "tf_keras") for hb in (1000, 10000)
+    }
+    for r in results:
+        if r["implementation"] == "tf_keras" and r["status"] == "n/a":
+            assert r["reason"]
+            continue
+        assert r["status"] == "ok", r
+        for key in ("examples_per_s", "step_ms", "params", "peak_rss_mib"):
+            assert _positive(r[key]), (key, r)
+        assert r["windows"] >= 2 and all(_positive(x) for x in r["window_examples_per_s"])
+
+    # 3. Input pipeline, and its ratio to wdl_tf's training rate.
+    pipe = report["input_pipeline"]
+    assert _positive(pipe["csv"]["examples_per_s"])
+    assert _positive(pipe["tfrecord"]["examples_per_s"])
+    assert len(pipe["ratios"]) == 2
+    assert all(_positive(r["csv_ratio"]) and _positive(r["tfrecord_ratio"]) for r in pipe["ratios"])
+
+    # 4. Roofline: measured GFLOP/s, FLOPs per example (quick: 4 numerics + 6 × 8-d), limit.
+    roof = report["roofline"]
+    assert _positive(roof["gflops"]) and _positive(roof["gflops_median"])
+    assert all(_positive(m["gflops"]) and m["gflops_best"] >= m["gflops"] for m in roof["matmul"])
+    assert roof["layers"] == [4 + 6 * 8, 64, 32, 16, 1]
+    forward = 2 * (52 * 64 + 64 * 32 + 32 * 16 + 16 * 1)
+    assert roof["forward_flops_per_example"] == forward
+    assert roof["train_flops_per_example"] == 3 * forward
+    assert _positive(roof["limit_examples_per_s"])
+    assert _positive(roof["limit_examples_per_s_median"])
+    assert roof["achieved"] and all(_positive(a["fraction"]) for a in roof["achieved"])
+
+    # 5. Memory.
+    mem = report["memory"]
+    assert _positive(mem["parent_peak_rss_mib"])
+    assert len(mem["per_config"]) == len(results)
+
+    for title in ("## 2. End-to-end", "## 3. Input pipeline", "## 4. Roofline", "## 5. Peak"):
+        assert title in markdown
