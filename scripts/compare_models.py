@@ -8,7 +8,7 @@ Takes every flag of scripts/train.py (``--model_type`` and ``--export_base`` are
 import json
 import os
 
-from absl import app
+from absl import app, logging
 
 from wdl_tf import cli
 
@@ -27,4 +27,5 @@ def main(argv):
 
 if __name__ == "__main__":
     cli.define_train_flags()
+    logging.set_verbosity(logging.WARNING)
     app.run(main)
