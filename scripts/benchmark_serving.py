@@ -1,0 +1,606 @@
+"""Serving benchmark: ``rank`` latency in-process vs gRPC/REST, concurrency, soak, hot reload.
+
+    python scripts/benchmark_serving.py --output_json=/tmp/serve.json --output_md=/tmp/serve.md
+    python scripts/benchmark_serving.py --quick --output_json=/tmp/quick.json   # < 60 s, tiny
+
+Without ``--saved_model_base`` a paper-sized census model (ReLU 1024-512-256) is trained for one
+epoch on the synthetic census twin and exported. The latest version is copied to
+``<work_dir>/models/census/1`` and served by ``python -m tf_serving.server`` in a subprocess on
+127.0.0.1 (so the load-generating client threads don't share the server's GIL). The request is
+one ``rank`` call with 200 candidates: user features as one context row, and workclass /
+education / education_num / occupation of 200 real UCI Adult rows as the candidates.
+
+Reported (JSON with ``--output_json``, Markdown with ``--output_md``, printed too):
+
+1. In-process p50/p99 of ``tf.saved_model.load(path).signatures["rank"]`` after warm-up.
+2. gRPC and REST p50/p99 and requests/s with 1, 4 and 16 concurrent clients (threads, each
+   its own client), ``--seconds`` per point.
+3. A ``--soak_seconds`` 16-client gRPC soak: failed requests, the server's RSS sampled every
+   second (at 10 s, at the end, growth after the first 10 s).
+4. A hot reload at mid-soak (version 2 published as ``temp-x`` then renamed): time until
+   version 2 is AVAILABLE, and requests that failed during the reload.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import gzip
+import json
+import os
+import platform
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+MODEL_NAME = "census"
+HOST = "127.0.0.1"
+RATIO_TARGET = 1.5  # gRPC 1-client p50 / in-process p50
+RSS_BASELINE_S = 10.0  # RSS growth is measured after this point of the soak
+MAX_REQUESTS_PER_CLIENT = 1_000_000  # bounds every load loop besides its deadline
+ADULT_COLUMNS = [
+    "age",
+    "workclass",
+    "fnlwgt",
+    "education",
+    "education_num",
+    "marital_status",
+    "occupation",
+    "relationship",
+    "race",
+    "gender",
+    "capital_gain",
+    "capital_loss",
+    "hours_per_week",
+    "native_country",
+    "income_bracket",
+]
+CANDIDATE_FEATURES = ("workclass", "education", "education_num", "occupation")
+
+flags.DEFINE_string("saved_model_base", None, "Export base (versions as subdirs); else train.")
+flags.DEFINE_string("work_dir", None, "Scratch directory (default: a temporary one, removed).")
+flags.DEFINE_integer("candidates", 200, "Candidates per rank request.")
+flags.DEFINE_float("seconds", 10.0, "Seconds per (protocol, concurrency) point.")
+flags.DEFINE_float("soak_seconds", 30.0, "Seconds of the 16-client gRPC soak.")
+flags.DEFINE_list("concurrency", ["1", "4", "16"], "Concurrent clients per point.")
+flags.DEFINE_integer("in_process_iters", 200, "Timed in-process calls (after warm-up).")
+flags.DEFINE_float("startup_timeout", 300.0, "Seconds to wait for the server / version 2.")
+flags.DEFINE_bool("quick", False, "Tiny model (16, 8) and short points: < 60 s in all.")
+flags.DEFINE_string("output_json", None, "Write the report here as JSON.")
+flags.DEFINE_string("output_md", None, "Write the Markdown table here.")
+
+
+# ----------------------------------------------------------------------------------------
+# Model and request.
+
+
+def train_model(root: str, hidden_units: tuple[int, ...]) -> str:
+    """Trains one epoch on synthetic census and exports; returns the export base."""
+    from wdl_tf import config as config_lib
+    from wdl_tf import train_lib
+
+    export_base = os.path.join(root, "export")
+    result = train_lib.train_and_evaluate(
+        config_lib.preset(
+            "test",
+            model_dir=os.path.join(root, "model"),
+            export_base=export_base,
+            epochs=1,
+            model=config_lib.ModelConfig(hidden_units=hidden_units),
+        )
+    )
+    if not result.export_path:
+        raise RuntimeError("training did not export a model")
+    return export_base
+
+
+def latest_version_dir(base: str) -> str:
+    versions = [int(d) for d in os.listdir(base) if d.isdigit()]
+    if not versions:
+        raise ValueError(f"no numeric version directories under {base}")
+    return os.path.join(base, str(max(versions)))
+
+
+def adult_rows(n: int) -> list[dict[str, str]]:
+    """The first ``n`` complete rows of the embedded UCI Adult training file."""
+    import wdl_tf.datasets
+
+    path = os.path.join(os.path.dirname(wdl_tf.datasets.__file__), "data", "adult.data.gz")
+    rows = []
+    with gzip.open(path, "rt") as f:
+        for record in csv.reader(f):
+            if len(record) != len(ADULT_COLUMNS):
+                continue
+            rows.append({k: v.strip() for k, v in zip(ADULT_COLUMNS, record)})
+            if len(rows) >= n:
+                break
+    if len(rows) < n:
+        raise ValueError(f"only {len(rows)} rows in {path}")
+    return rows
+
+
+def _value(raw: str | None, dtype) -> Any:
+    np_dtype = np.dtype(dtype)
+    if np_dtype == np.dtype(object):
+        return raw if raw is not None else ""
+    return np_dtype.type(float(raw) if raw not in (None, "", "?") else 0)
+
+
+def build_request(
+    input_dtypes: dict[str, Any], n: int
+) -> tuple[dict[str, list], dict[str, list], dict[str, Any]]:
+    """(context, candidates, numpy dtypes) of a ``rank`` request with ``n`` candidates."""
+    rows = adult_rows(n)
+    context, candidates = {}, {}
+    for name, dtype in input_dtypes.items():
+        if name in CANDIDATE_FEATURES:
+            candidates[name] = [_value(r.get(name), dtype) for r in rows]
+        else:
+            context[name] = [_value(rows[0].get(name), dtype)]
+    if not candidates:
+        raise ValueError(f"the rank signature has none of {CANDIDATE_FEATURES}")
+    return context, candidates, input_dtypes
+
+
+def rank_tensors(context, candidates, dtypes) -> dict[str, np.ndarray]:
+    """The request as the signature's [1, 1] / [N, 1] arrays."""
+    out = {}
+    for name, values in {**context, **candidates}.items():
+        dtype = dtypes[name]
+        if np.dtype(dtype) == np.dtype(object):
+            out[name] = np.array([[v.encode()] for v in values], dtype=object)
+        else:
+            out[name] = np.array(values, dtype=dtype).reshape(-1, 1)
+    return out
+
+
+def percentiles(latencies_s: list[float]) -> dict[str, float]:
+    if not latencies_s:
+        return {"p50_ms": 0.0, "p99_ms": 0.0, "mean_ms": 0.0}
+    ms = np.asarray(latencies_s) * 1e3
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+    }
+
+
+def bench_in_process(path: str, tensors: dict[str, np.ndarray], iters: int) -> dict[str, Any]:
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(path).signatures["rank"]
+    inputs = {k: tf.constant(v) for k, v in tensors.items()}
+    for _ in range(max(5, iters // 10)):
+        fn(**inputs)["scores"].numpy()
+    latencies = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn(**inputs)["scores"].numpy()
+        latencies.append(time.perf_counter() - start)
+    return {"iters": iters, **percentiles(latencies)}
+
+
+def rank_input_dtypes(path: str) -> dict[str, Any]:
+    import tensorflow as tf
+
+    sig = tf.saved_model.load(path).signatures["rank"]
+    return {
+        name: spec.dtype.as_numpy_dtype for name, spec in sig.structured_input_signature[1].items()
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# Server.
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m tf_serving.server`` on free loopback ports."""
+
+    def __init__(self, base_path: str, log_path: str):
+        self.grpc_port, self.rest_port = free_port(), free_port()
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tf_serving.server",
+                f"--model_name={MODEL_NAME}",
+                f"--model_base_path={base_path}",
+                f"--port={self.grpc_port}",
+                f"--rest_api_port={self.rest_port}",
+                f"--host={HOST}",
+                "--file_system_poll_wait_seconds=0.5",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        )
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{HOST}:{self.grpc_port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{HOST}:{self.rest_port}"
+
+    def version_states(self) -> dict[int, str]:
+        from tf_serving.client import RestClient
+
+        try:
+            status = RestClient(self.rest_url, MODEL_NAME, timeout=5, retries=0).status()
+        except Exception:  # noqa: BLE001 - not up yet
+            return {}
+        return {int(v["version"]): v["state"] for v in status.get("model_version_status", [])}
+
+    def wait_for_version(self, version: int, timeout: float) -> float:
+        """Seconds until ``version`` is AVAILABLE; raises after ``timeout``."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            if self.version_states().get(version) == "AVAILABLE":
+                return time.monotonic() - start
+            time.sleep(0.1)
+        raise TimeoutError(f"version {version} not AVAILABLE within {timeout} s")
+
+    def rss_bytes(self) -> int:
+        import psutil
+
+        return psutil.Process(self.proc.pid).memory_info().rss
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+        self.log.close()
+
+
+# ----------------------------------------------------------------------------------------
+# Load.
+
+
+def make_client(protocol: str, server: ServerProcess):
+    from tf_serving.client import GrpcClient, RestClient
+
+    if protocol == "grpc":
+        return GrpcClient(server.grpc_target, MODEL_NAME, timeout=30, retries=0)
+    return RestClient(server.rest_url, MODEL_NAME, timeout=30, retries=0)
+
+
+def run_load(
+    protocol: str,
+    server: ServerProcess,
+    request: tuple,
+    clients: int,
+    seconds: float,
+    on_tick=None,
+    until: threading.Event | None = None,
+    max_extra_seconds: float = 0.0,
+) -> dict[str, Any]:
+    """``clients`` threads calling rank for ``seconds``; ``on_tick(elapsed)`` about every 1 s.
+
+    With ``until``, the load goes on past ``seconds`` until it is set (at most
+    ``max_extra_seconds`` more).
+
+    Returns the latency summary, requests/s, failures and the (start, end, ok) of each call
+    (relative to the start) so callers can count failures in a window.
+    """
+    context, candidates, dtypes = request
+    calls: list[tuple[float, float, bool]] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    t0 = time.monotonic()
+    deadline = t0 + seconds
+    hard_deadline = deadline + max_extra_seconds
+
+    def finished(now: float) -> bool:
+        if now < deadline:
+            return False
+        return until is None or until.is_set() or now >= hard_deadline
+
+    def worker() -> None:
+        client = make_client(protocol, server)
+        try:
+            client.rank(context, candidates, dtypes=dtypes)  # warm the connection
+            mine = []
+            for _ in range(MAX_REQUESTS_PER_CLIENT):
+                start = time.monotonic()
+                if finished(start):
+                    break
+                ok = True
+                try:
+                    client.rank(context, candidates, dtypes=dtypes)
+                except Exception as e:  # noqa: BLE001 - every failure is counted
+                    ok = False
+                    with lock:
+                        if len(errors) < 10:
+                            errors.append(repr(e)[:300])
+                mine.append((start - t0, time.monotonic() - t0, ok))
+            with lock:
+                calls.extend(mine)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    tick = 1.0
+    while any(t.is_alive() for t in threads):
+        elapsed = time.monotonic() - t0
+        if on_tick is not None and elapsed >= tick:
+            on_tick(elapsed)
+            tick += 1.0
+        if elapsed > seconds + max_extra_seconds + 120:  # hung calls: give up (daemon threads)
+            errors.append("load threads did not finish in time")
+            break
+        time.sleep(0.05)
+    wall = max(time.monotonic() - t0, 1e-9)
+    ok_latencies = [end - start for start, end, ok in calls if ok]
+    return {
+        "protocol": protocol,
+        "clients": clients,
+        "seconds": round(wall, 2),
+        "requests": len(calls),
+        "failed": sum(1 for *_, ok in calls if not ok),
+        "requests_per_s": len(ok_latencies) / wall,
+        **percentiles(ok_latencies),
+        "errors": errors,
+        "_calls": calls,
+    }
+
+
+def publish_version(base: str, src: str, version: int) -> None:
+    """Copies ``src`` to ``base/temp-x``, then renames it to ``base/<version>`` (atomic)."""
+    tmp = os.path.join(base, f"temp-{version}-{os.getpid()}")
+    shutil.copytree(src, tmp)
+    os.rename(tmp, os.path.join(base, str(version)))
+
+
+def run_soak(
+    server: ServerProcess, request: tuple, base: str, clients: int, seconds: float, timeout: float
+) -> dict[str, Any]:
+    rss: list[tuple[float, int]] = []
+    reload: dict[str, Any] = {}
+    reload_done = threading.Event()
+    baseline_s = min(RSS_BASELINE_S, seconds / 3)
+
+    def reload_thread() -> None:
+        try:
+            reload["start_s"] = time.monotonic() - t0
+            publish_version(base, os.path.join(base, "1"), 2)
+            reload["seconds_to_available"] = server.wait_for_version(2, timeout)
+        except Exception as e:  # noqa: BLE001 - reported
+            reload["error"] = repr(e)
+        reload["end_s"] = time.monotonic() - t0
+        reload_done.set()
+
+    def on_tick(elapsed: float) -> None:
+        try:
+            rss.append((elapsed, server.rss_bytes()))
+        except Exception:  # noqa: BLE001 - process gone: the load reports failures
+            pass
+        if not reload and elapsed >= seconds / 2:
+            reload["start_s"] = None
+            reload["rss_mib_before"] = rss[-1][1] / 2**20 if rss else 0.0
+            threading.Thread(target=reload_thread, daemon=True).start()
+
+    t0 = time.monotonic()
+    result = run_load(
+        "grpc",
+        server,
+        request,
+        clients,
+        seconds,
+        on_tick=on_tick,
+        until=reload_done,
+        max_extra_seconds=timeout,
+    )
+    calls = result.pop("_calls")
+    reload_done.wait(timeout)
+    if reload.get("start_s") is not None:
+        end = reload.get("end_s", float("inf"))
+        during = [c for c in calls if c[1] >= reload["start_s"] and c[0] <= end]
+        reload["requests_during"] = len(during)
+        reload["failed_during"] = sum(1 for *_, ok in during if not ok)
+    reload["final_states"] = server.version_states()
+
+    at_baseline = next((b for t, b in rss if t >= baseline_s), rss[0][1] if rss else 0)
+    after = [b for t, b in rss if t >= baseline_s]
+    end_rss = rss[-1][1] if rss else 0
+    growth = end_rss - at_baseline
+    result["rss"] = {
+        "baseline_at_s": baseline_s,
+        "mib_at_baseline": at_baseline / 2**20,
+        "mib_at_end": end_rss / 2**20,
+        "mib_max_after_baseline": (max(after) if after else 0) / 2**20,
+        "growth_mib": growth / 2**20,
+        "growth_before_reload_mib": reload.get("rss_mib_before", 0.0) - at_baseline / 2**20,
+        "grew_after_baseline": growth > 0,
+        "samples_mib": [[round(t, 1), round(b / 2**20, 1)] for t, b in rss],
+    }
+    result["reload"] = reload
+    return result
+
+
+# ----------------------------------------------------------------------------------------
+# Report.
+
+
+def environment() -> dict[str, Any]:
+    import tensorflow as tf
+
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "cpu_count": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "command": shlex.join([os.path.basename(sys.executable)] + sys.argv),
+    }
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    env = report["environment"]
+    ip = report["in_process"]
+    lines = [
+        f"Model: census, hidden units {tuple(report['hidden_units'])}; `rank` request with "
+        f"{report['candidates']} candidates. {env['date']}, {env['cpu_count']} CPU cores, "
+        f"load average before {env['load_average']}, after {report['load_average_after']}; "
+        f"TF {env['tensorflow']}.",
+        "",
+        "| path | clients | p50 ms | p99 ms | req/s | failed |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| in-process `signatures['rank']` | 1 | {ip['p50_ms']:.2f} | {ip['p99_ms']:.2f} "
+        f"| {1e3 / ip['mean_ms']:.1f} | 0 |",
+    ]
+    for p in report["points"]:
+        lines.append(
+            f"| {p['protocol']} | {p['clients']} | {p['p50_ms']:.2f} | {p['p99_ms']:.2f} "
+            f"| {p['requests_per_s']:.1f} | {p['failed']} |"
+        )
+    s = report["soak"]
+    lines.append(
+        f"| gRPC soak {s['seconds']:.0f} s (with reload) | {s['clients']} | {s['p50_ms']:.2f} "
+        f"| {s['p99_ms']:.2f} | {s['requests_per_s']:.1f} | {s['failed']} |"
+    )
+    t = report["targets"]
+    r, rl = s["rss"], s["reload"]
+    met = lambda ok: "met" if ok else "NOT met"  # noqa: E731
+    lines += [
+        "",
+        "| figure | value | target | |",
+        "|---|---|---|---|",
+        f"| gRPC 1-client p50 / in-process p50 | {t['grpc_vs_in_process_p50']:.2f}× "
+        f"| ≤ {RATIO_TARGET}× | {met(t['ratio_met'])} |",
+        f"| failed requests (all points + soak) | {t['failed_total']} | 0 "
+        f"| {met(t['failed_total'] == 0)} |",
+        f"| soak server RSS at {r['baseline_at_s']:.0f} s → end | {r['mib_at_baseline']:.0f} → "
+        f"{r['mib_at_end']:.0f} MiB (max after {r['mib_max_after_baseline']:.0f}; "
+        f"{r['growth_mib']:+.1f} MiB; {r['growth_before_reload_mib']:+.1f} MiB before the "
+        f"reload) | no growth | {met(not r['grew_after_baseline'])} |",
+        f"| hot reload to version 2 at {rl.get('start_s', 0):.0f} s | AVAILABLE after "
+        f"{rl.get('seconds_to_available', float('nan')):.1f} s; "
+        f"{rl.get('failed_during', 'n/a')} of {rl.get('requests_during', 'n/a')} requests "
+        f"failed | 0 failed | {met(t['reload_ok'])} |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run_benchmark(work_dir: str) -> dict[str, Any]:
+    quick = FLAGS.quick
+    hidden = (16, 8) if quick else (1024, 512, 256)
+    seconds = min(FLAGS.seconds, 1.5) if quick else FLAGS.seconds
+    soak_seconds = min(FLAGS.soak_seconds, 6.0) if quick else FLAGS.soak_seconds
+    iters = min(FLAGS.in_process_iters, 30) if quick else FLAGS.in_process_iters
+    concurrency = [int(c) for c in FLAGS.concurrency]
+    env = environment()
+
+    export_base = FLAGS.saved_model_base
+    if export_base is None:
+        t = time.monotonic()
+        export_base = train_model(os.path.join(work_dir, "train"), hidden)
+        print(f"trained and exported in {time.monotonic() - t:.1f} s", flush=True)
+    src = latest_version_dir(export_base)
+    base = os.path.join(work_dir, "models", MODEL_NAME)
+    os.makedirs(base)
+    shutil.copytree(src, os.path.join(base, "1"))
+
+    dtypes = rank_input_dtypes(src)
+    request = build_request(dtypes, FLAGS.candidates)
+    in_process = bench_in_process(src, rank_tensors(*request), iters)
+    print(f"in-process p50 {in_process['p50_ms']:.2f} ms", flush=True)
+
+    server = ServerProcess(base, os.path.join(work_dir, "server.log"))
+    try:
+        startup = server.wait_for_version(1, FLAGS.startup_timeout)
+        points = []
+        for protocol in ("grpc", "rest"):
+            for clients in concurrency:
+                point = run_load(protocol, server, request, clients, seconds)
+                point.pop("_calls")
+                print(
+                    f"{protocol} x{clients}: p50 {point['p50_ms']:.2f} ms, "
+                    f"{point['requests_per_s']:.1f} req/s, failed {point['failed']}",
+                    flush=True,
+                )
+                points.append(point)
+        soak = run_soak(
+            server, request, base, max(concurrency), soak_seconds, FLAGS.startup_timeout
+        )
+    finally:
+        server.stop()
+
+    grpc_1 = next((p for p in points if p["protocol"] == "grpc" and p["clients"] == 1), None)
+    ratio = grpc_1["p50_ms"] / in_process["p50_ms"] if grpc_1 else float("nan")
+    failed_total = sum(p["failed"] for p in points) + soak["failed"]
+    reload = soak["reload"]
+    report = {
+        "environment": env,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "quick": quick,
+        "hidden_units": list(hidden),
+        "candidates": FLAGS.candidates,
+        "server_startup_s": startup,
+        "in_process": in_process,
+        "points": points,
+        "soak": soak,
+        "targets": {
+            "grpc_vs_in_process_p50": ratio,
+            "ratio_target": RATIO_TARGET,
+            "ratio_met": bool(ratio <= RATIO_TARGET),
+            "failed_total": failed_total,
+            "memory_growth_mib": soak["rss"]["growth_mib"],
+            "memory_grew": soak["rss"]["grew_after_baseline"],
+            "reload_ok": "error" not in reload
+            and reload.get("failed_during") == 0
+            and "seconds_to_available" in reload,
+        },
+    }
+    return report
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    work_dir = FLAGS.work_dir or tempfile.mkdtemp(prefix="bench_serving_")
+    os.makedirs(work_dir, exist_ok=True)
+    try:
+        report = run_benchmark(work_dir)
+    finally:
+        if FLAGS.work_dir is None:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    markdown = to_markdown(report)
+    print(markdown)
+    if FLAGS.output_json:
+        with open(FLAGS.output_json, "w") as f:
+            json.dump(report, f, indent=2, default=str)
+    if FLAGS.output_md:
+        with open(FLAGS.output_md, "w") as f:
+            f.write(markdown)
+
+
+if __name__ == "__main__":
+    app.run(main)

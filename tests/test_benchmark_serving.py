@@ -1,0 +1,65 @@
+"""scripts/benchmark_serving.py --quick as a user runs it: every section, latency > 0, 0 failed."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "scripts", "benchmark_serving.py")
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
+
+
+def test_quick_serving_benchmark(tmp_path):
+    out_json, out_md = tmp_path / "serve.json", tmp_path / "serve.md"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            SCRIPT,
+            "--quick",
+            f"--work_dir={tmp_path / 'work'}",
+            f"--output_json={out_json}",
+            f"--output_md={out_md}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,  # < 60 s on an idle 2-core machine; leave room for a loaded one
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out_json.read_text())
+    assert "| gRPC 1-client p50 / in-process p50 |" in proc.stdout  # the table is printed
+    assert out_md.read_text().startswith("Model: census")
+
+    assert report["quick"] and report["hidden_units"] == [16, 8]
+    assert report["candidates"] == 200
+    assert _positive(report["in_process"]["p50_ms"])
+    assert report["in_process"]["p99_ms"] >= report["in_process"]["p50_ms"]
+
+    points = {(p["protocol"], p["clients"]): p for p in report["points"]}
+    assert set(points) == {(proto, n) for proto in ("grpc", "rest") for n in (1, 4, 16)}
+    for point in points.values():
+        assert point["failed"] == 0, point["errors"]
+        assert point["requests"] > 0
+        assert _positive(point["p50_ms"]) and _positive(point["p99_ms"])
+        assert _positive(point["requests_per_s"])
+
+    soak = report["soak"]
+    assert soak["clients"] == 16 and soak["failed"] == 0, soak["errors"]
+    assert _positive(soak["p50_ms"])
+    assert _positive(soak["rss"]["mib_at_baseline"]) and _positive(soak["rss"]["mib_at_end"])
+    assert len(soak["rss"]["samples_mib"]) >= 3
+
+    reload = soak["reload"]
+    assert "error" not in reload, reload
+    assert reload["failed_during"] == 0 and reload["requests_during"] > 0
+    assert reload["final_states"].get("2") == "AVAILABLE"
+
+    targets = report["targets"]
+    assert targets["failed_total"] == 0 and targets["reload_ok"]
+    assert _positive(targets["grpc_vs_in_process_p50"])
+    assert isinstance(targets["ratio_met"], bool) and isinstance(targets["memory_grew"], bool)
