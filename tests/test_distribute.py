@@ -68,7 +68,8 @@ def _config(spec_path: str, model_dir: str, **overrides) -> config_lib.TrainConf
             batch_size=BATCH,
             shuffle_buffer=1,
         ),
-        model=config_lib.ModelConfig(hidden_units=(8,)),
+        # Weight averaging is single-process only: off, so one process matches two workers.
+        model=config_lib.ModelConfig(hidden_units=(8,), ema_momentum=0.0),
         epochs=EPOCHS,
         model_dir=model_dir,
         export_base="",
@@ -85,6 +86,7 @@ def _flags(spec_path: str, model_dir: str, export_base: str = "", *extra: str) -
         f"--batch_size={BATCH}",
         "--shuffle_buffer=1",
         "--hidden_units=8",
+        "--ema_momentum=0",
         f"--epochs={EPOCHS}",
         "--verbose=2",
         f"--model_dir={model_dir}",
