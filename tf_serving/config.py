@@ -159,8 +159,13 @@ def models_config_text(models: ServedModel | Iterable[ServedModel]) -> str:
     return text_format.MessageToString(model_server_config(models))
 
 
-def parse_models_config(text: str) -> list[ServedModel]:
-    """The models of a ``models.config`` text (the inverse of `models_config_text`)."""
+def parse_model_server_config(text: str):
+    """A ``models.config`` text as a ModelServerConfig proto (TF Serving's own message).
+
+    Raises:
+      ConfigError: ``Error parsing text-format tensorflow.serving.ModelServerConfig: ...``,
+        TF Serving's own wording.
+    """
     from tensorflow_serving.config import model_server_config_pb2
 
     config = model_server_config_pb2.ModelServerConfig()
@@ -170,6 +175,12 @@ def parse_models_config(text: str) -> list[ServedModel]:
         raise ConfigError(
             f"Error parsing text-format tensorflow.serving.ModelServerConfig: {e}"
         ) from None
+    return config
+
+
+def parse_models_config(text: str) -> list[ServedModel]:
+    """The models of a ``models.config`` text (the inverse of `models_config_text`)."""
+    config = parse_model_server_config(text)
     if config.WhichOneof("config") != "model_config_list":
         raise ConfigError("models.config: only model_config_list is supported")
     models = []

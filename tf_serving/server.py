@@ -84,6 +84,8 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
+from tf_serving.config import parse_model_server_config
+
 log = logging.getLogger("tf_serving")
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -209,22 +211,6 @@ class ModelSettings:
         if self.policy == "all":
             return set(present)
         return set(present) & set(self.versions)
-
-
-def parse_model_server_config(text: str) -> model_server_config_pb2.ModelServerConfig:
-    """Parses a ``models.config`` text proto.
-
-    Raises:
-      ValueError: ``Error parsing text-format tensorflow.serving.ModelServerConfig: ...``.
-    """
-    config = model_server_config_pb2.ModelServerConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as e:
-        raise ValueError(
-            f"Error parsing text-format tensorflow.serving.ModelServerConfig: {e}"
-        ) from e
-    return config
 
 
 def load_model_server_config(path: str) -> model_server_config_pb2.ModelServerConfig:
