@@ -50,23 +50,6 @@ HOST = "127.0.0.1"
 RATIO_TARGET = 1.5  # gRPC 1-client p50 / in-process p50
 RSS_BASELINE_S = 10.0  # RSS growth is measured after this point of the soak
 MAX_REQUESTS_PER_CLIENT = 1_000_000  # bounds every load loop besides its deadline
-ADULT_COLUMNS = [
-    "age",
-    "workclass",
-    "fnlwgt",
-    "education",
-    "education_num",
-    "marital_status",
-    "occupation",
-    "relationship",
-    "race",
-    "gender",
-    "capital_gain",
-    "capital_loss",
-    "hours_per_week",
-    "native_country",
-    "income_bracket",
-]
 CANDIDATE_FEATURES = ("workclass", "education", "education_num", "occupation")
 
 flags.DEFINE_string("saved_model_base", None, "Export base (versions as subdirs); else train.")
@@ -115,15 +98,16 @@ def latest_version_dir(base: str) -> str:
 
 def adult_rows(n: int) -> list[dict[str, str]]:
     """The first ``n`` complete rows of the embedded UCI Adult training file."""
-    import wdl_tf.datasets
+    from wdl_tf import features
+    from wdl_tf.datasets import CENSUS_TRAIN as path
 
-    path = os.path.join(os.path.dirname(wdl_tf.datasets.__file__), "data", "adult.data.gz")
+    columns = features.preset("census").csv.columns
     rows = []
     with gzip.open(path, "rt") as f:
         for record in csv.reader(f):
-            if len(record) != len(ADULT_COLUMNS):
+            if len(record) != len(columns):
                 continue
-            rows.append({k: v.strip() for k, v in zip(ADULT_COLUMNS, record)})
+            rows.append({k: v.strip() for k, v in zip(columns, record)})
             if len(rows) >= n:
                 break
     if len(rows) < n:
