@@ -9,7 +9,12 @@ What a run writes to ``model_dir`` (DESIGN.md §3.3, "save what you ran"):
   (and every ``checkpoint_every_steps`` steps; then ``ckpt-<N>.position.json`` beside each
   says where in the epoch it was taken);
 * ``logs/``: TensorBoard;
-* ``metrics.json``: exact AUC, log loss, accuracy, mean prediction and label rate.
+* ``metrics.json``: exact AUC, log loss, accuracy, mean prediction and label rate;
+* ``warm_start.json``: what was copied, when the run started from ``warm_start_from``.
+
+In single-process training the dense weights end as their moving average over the last
+steps (``ModelConfig.ema_momentum``, `model.WeightAverage`): the last epoch's checkpoint,
+the metrics and the export all hold the averaged model.
 
 Under a `tf.distribute` strategy (`wdl_tf.distribute`) the preprocessor, model, optimizers,
 metrics and checkpoint are built in the strategy's scope and every worker trains on its shard
