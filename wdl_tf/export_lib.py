@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from wdl_tf import features as fs
-from wdl_tf import input_pipeline
+from wdl_tf import input_pipeline, tfrecord
 
 log = logging.getLogger("wdl_tf")
 
@@ -177,23 +177,8 @@ def raw_inputs(spec: fs.FeatureSpec, raw: dict[str, tf.Tensor]) -> dict[str, np.
 
 def serialized_examples(spec: fs.FeatureSpec, inputs: dict[str, np.ndarray]) -> np.ndarray:
     """Serialized tf.Examples of a raw batch (multivalent "a|b" strings become lists)."""
-    n = len(next(iter(inputs.values())))
-    out = []
-    for i in range(n):
-        row = {}
-        for f in spec.features:
-            value = inputs[f.name][i, 0]
-            if isinstance(value, bytes):
-                value = value.decode()
-            if f.kind == fs.MULTIVALENT:
-                value = [v for v in value.split(f.separator) if v]
-                if f.dtype == "int":
-                    value = [int(v) for v in value]
-            elif hasattr(value, "item"):
-                value = value.item()
-            row[f.name] = value
-        out.append(input_pipeline.make_example(spec, row).SerializeToString())
-    return np.array(out, dtype=object)
+    raw = {name: tf.constant(value) for name, value in inputs.items()}
+    return np.array(list(tfrecord.serialize_batch(spec, raw).numpy()), dtype=object)
 
 
 def write_warmup(
