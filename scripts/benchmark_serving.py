@@ -90,10 +90,12 @@ def train_model(root: str, hidden_units: tuple[int, ...]) -> str:
 
 
 def latest_version_dir(base: str) -> str:
-    versions = [int(d) for d in os.listdir(base) if d.isdigit()]
+    from wdl_tf.export_lib import versions as exported_versions
+
+    versions = exported_versions(base)
     if not versions:
         raise ValueError(f"no numeric version directories under {base}")
-    return os.path.join(base, str(max(versions)))
+    return os.path.join(base, str(versions[-1]))
 
 
 def adult_rows(n: int) -> list[dict[str, str]]:
