@@ -1,7 +1,7 @@
 """Typed, validated configuration of a training run, and named presets.
 
 `scripts/train.py` turns its absl flags into one `TrainConfig` and calls
-`train_lib.train_and_evaluate(config)`; library code never reads flags (DESIGN.md §3.1).
+`train_lib.train_and_evaluate(config)`; library code never reads flags (docs/design.md §3.1).
 The resolved config is written to ``<model_dir>/config.json`` so a model dir says how it was
 made.
 """

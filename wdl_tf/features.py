@@ -2,7 +2,7 @@
 
 One FeatureSpec drives parsing (the CSV layout and label), preprocessing (vocabularies,
 hashing, crosses, bucketization, normalization), the wide and deep inputs of the model,
-the synthetic data generators and the serving signatures (DESIGN.md §3.2).
+the synthetic data generators and the serving signatures (docs/design.md §3.2).
 
 A spec file looks like::
 

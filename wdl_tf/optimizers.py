@@ -4,7 +4,7 @@ with the size of the tables.
 Keras 3's `Ftrl` and `Adagrad` turn a sparse (IndexedSlices) gradient — what a `tf.gather`
 of a wide weight table or an embedding table produces — into a dense update of the whole
 table: one FTRL step on a 1-column table took 0.9 ms at 10K rows and 84 ms at 4M rows
-(DESIGN.md §4). These subclasses keep the same hyper-parameters, slots and math, but apply
+(docs/design.md §4). These subclasses keep the same hyper-parameters, slots and math, but apply
 a sparse gradient to the rows in the batch only, after summing the values of duplicate ids
 (a dense gradient sums them too): FTRL through TensorFlow's fused ``ResourceSparseApplyFtrlV2``
 (and ``ResourceApplyFtrlV2`` for dense gradients), AdaGrad through row-wise scatter ops that

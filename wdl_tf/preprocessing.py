@@ -2,7 +2,7 @@
 
 The same `FeaturePreprocessor` runs in the tf.data map for training (in parallel, on batches)
 and inside the exported SavedModel for serving, so a served model takes raw features
-(DESIGN.md §3.5). What it learns from data (vocabularies, quantiles, moments) is computed once
+(docs/design.md §3.5). What it learns from data (vocabularies, quantiles, moments) is computed once
 by `adapt` from a bounded pass over the training data, kept in a `PreprocessingState` and
 written next to the checkpoints, so a resumed run encodes ids exactly as before.
 

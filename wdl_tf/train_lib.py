@@ -1,6 +1,6 @@
 """train_and_evaluate(config): adapt, fit, checkpoint/resume, evaluate, export.
 
-What a run writes to ``model_dir`` (DESIGN.md §3.3, "save what you ran"):
+What a run writes to ``model_dir`` (docs/design.md §3.3, "save what you ran"):
 
 * ``config.json``: the resolved `TrainConfig`;
 * ``feature_spec.json``, ``preprocessing.json`` and ``vocabularies/``: the schema and what
