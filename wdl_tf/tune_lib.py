@@ -388,6 +388,7 @@ def tune(
         )
         trial.status = kt.engine.trial.TrialStatus.COMPLETED
         oracle.end_trial(trial)
+        oracle.save()  # end_trial saves before it drops the trial from the ongoing ones
         new_trials += 1
         if math.isfinite(result.validation_auc):  # else KerasTuner marked it failed
             results[result.trial_id] = result
