@@ -199,7 +199,8 @@ def test_hyperband_resumes_and_continues_the_best_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_tune_script_then_train_with_best_flags(tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    # PYTHONPATH: the scripts import this checkout's package, whatever is pip-installed.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
     tune_dir = tmp_path / "tune"
     tune = subprocess.run(
         [
