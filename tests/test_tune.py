@@ -78,7 +78,11 @@ def test_bad_search_space_fails_before_training(tmp_path, space, message):
             "validation_fraction: tuning needs a validation split",
         ),
         ({}, {"tune_params": ("dropout", "momentum")}, "tune_params: ['momentum'] not in"),
-        ({"model_type": "wide"}, {"tune_params": ("dropout",)}, "tune_params: ['dropout'] not"),
+        (
+            {"model_type": "wide"},
+            {"tune_params": ("dropout",)},
+            "default search space: empty for model_type 'wide' (it has no part for ['dropout'])",
+        ),
         ({}, {"max_trials": 0}, "max_trials: must be >= 1, got 0"),
         ({}, {"algorithm": "random"}, "algorithm: unknown value 'random'"),
     ],
@@ -91,22 +95,27 @@ def test_bad_options_fail_before_training(tmp_path, base, options, message):
     assert not os.path.exists(tmp_path / "tune" / "trials")
 
 
-def test_a_setting_of_a_part_the_model_lacks_is_refused(tmp_path):
-    options = tune_lib.TuneOptions(
-        str(tmp_path / "tune"), search_space=_space_file(tmp_path, SPACE)
-    )
-    with pytest.raises(ValueError, match="'hidden_units' acts on the deep part, which model_type"):
-        tune_lib.tune(_base(model_type="wide"), options)
-
-
-def test_default_space_follows_the_model_type():
+def test_settings_of_a_part_the_model_lacks_are_left_out():
+    """One space serves every model type: what a model lacks is not searched (nor refused)."""
     options = tune_lib.TuneOptions("unused")
-    wide = {p.name for p in tune_lib.load_space(options, "wide")}
-    deep = {p.name for p in tune_lib.load_space(options, "deep")}
-    joint = {p.name for p in tune_lib.load_space(options, "wide_deep")}
+    wide, wide_out = tune_lib.load_space(options, "wide")
+    deep, deep_out = tune_lib.load_space(options, "deep")
+    joint, joint_out = tune_lib.load_space(options, "wide_deep")
+    wide, deep, joint = ({p.name for p in s} for s in (wide, deep, joint))
     assert wide == {"linear_learning_rate", "linear_l1", "linear_l2", "batch_size"}
     assert deep == {"dnn_learning_rate", "hidden_units", "embedding_dim", "dropout", "batch_size"}
-    assert joint == wide | deep
+    assert joint == wide | deep and joint_out == []
+    assert set(wide_out) == deep - wide and set(deep_out) == wide - deep
+
+
+def test_a_space_of_only_settings_the_model_lacks_is_refused(tmp_path):
+    options = tune_lib.TuneOptions(
+        str(tmp_path / "tune"),
+        search_space=_space_file(tmp_path, {"hidden_units": SPACE["hidden_units"]}),
+    )
+    with pytest.raises(ValueError, match=r"empty for model_type 'wide' \(it has no part for"):
+        tune_lib.tune(_base(model_type="wide"), options)
+    assert not os.path.exists(tmp_path / "tune" / "trials")
 
 
 def _json(path):

@@ -107,8 +107,8 @@ class TuneOptions:
         checkpoints; its largest budget is the base config's ``epochs``).
       max_trials: at most this many trials in all, counting those of a resumed search.
       search_space: a JSON file ``{name: {"min", "max", "log"} | {"values": [...]}}`` naming
-        exactly the settings to search; empty = `DEFAULT_SPACE`, less what the model type
-        does not have.
+        exactly the settings to search; empty = `DEFAULT_SPACE`. Settings of a part the model
+        type does not have are left out.
       tune_params: when set, search only these names of the space.
       hyperband_factor: Hyperband's reduction factor (keeps 1/factor of each round).
       initial_points: random trials before the Bayesian model is used (0 = KerasTuner's
@@ -175,8 +175,14 @@ class TuneSummary:
 # The search space.
 
 
-def load_space(options: TuneOptions, model_type: str) -> list[Param]:
-    """The validated search space: the file's or the default, restricted to tune_params."""
+def load_space(options: TuneOptions, model_type: str) -> tuple[list[Param], list[str]]:
+    """The validated search space and the names left out because model_type lacks their part.
+
+    The space is the file's or the default, restricted to tune_params. A setting of a part
+    the model does not have (``dropout`` of a wide-only model) is left out rather than
+    refused, so one space file or --tune_params list serves all three model types (the
+    same budget for each in a comparison); a space left empty by that is refused.
+    """
     if options.search_space:
         if not os.path.exists(options.search_space):
             raise ValueError(f"search_space: file {options.search_space!r} does not exist")
@@ -187,11 +193,7 @@ def load_space(options: TuneOptions, model_type: str) -> list[Param]:
                 raise ValueError(f"search_space {options.search_space!r}: not JSON: {e}") from None
         where = f"search_space {options.search_space!r}"
     else:
-        obj = {
-            name: spec
-            for name, spec in DEFAULT_SPACE.items()
-            if _PART[name] is None or _applies(_PART[name], model_type)
-        }
+        obj = DEFAULT_SPACE
         where = "default search space"
     if not isinstance(obj, dict):
         raise ValueError(f"{where}: expected a JSON object {{name: range}}, got {obj!r}")
@@ -200,25 +202,27 @@ def load_space(options: TuneOptions, model_type: str) -> list[Param]:
         if unknown:
             raise ValueError(f"tune_params: {unknown} not in the {where}; it has {sorted(obj)}")
         obj = {n: obj[n] for n in options.tune_params}
-    if not obj:
-        raise ValueError(f"{where}: empty; name at least one of {sorted(DEFAULT_SPACE)}")
-    return [_parse_param(name, spec, model_type) for name, spec in obj.items()]
+    unknown = [n for n in obj if n not in DEFAULT_SPACE]
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown setting {unknown[0]!r}; allowed names are {sorted(DEFAULT_SPACE)}"
+        )
+    left_out = [n for n in obj if _PART[n] and not _applies(_PART[n], model_type)]
+    if not obj or len(left_out) == len(obj):
+        raise ValueError(
+            f"{where}: empty for model_type {model_type!r}"
+            + (f" (it has no part for {left_out})" if left_out else "")
+            + f"; name at least one of {sorted(n for n in DEFAULT_SPACE if n not in left_out)}"
+        )
+    params = [_parse_param(n, spec) for n, spec in obj.items() if n not in left_out]
+    return params, left_out
 
 
 def _applies(part: str, model_type: str) -> bool:
     return model_type == "wide_deep" or model_type == part
 
 
-def _parse_param(name: str, spec: Any, model_type: str) -> Param:
-    if name not in DEFAULT_SPACE:
-        raise ValueError(
-            f"search space: unknown setting {name!r}; allowed names are {sorted(DEFAULT_SPACE)}"
-        )
-    if _PART[name] and not _applies(_PART[name], model_type):
-        raise ValueError(
-            f"search space: {name!r} acts on the {_PART[name]} part, which model_type "
-            f"{model_type!r} does not have"
-        )
+def _parse_param(name: str, spec: Any) -> Param:
     if not isinstance(spec, dict):
         raise ValueError(f"search space {name}: expected an object, got {spec!r}")
     allowed = {"values"} if name == "hidden_units" else {"min", "max", "log", "values"}
@@ -356,8 +360,10 @@ def tune(
             f"files (a value in (0, 1)), got {base.data.validation_fraction}; the test files "
             "are never used to choose settings"
         )
-    space = load_space(options, base.model.model_type)
+    space, left_out = load_space(options, base.model.model_type)
     check_space(base, space)
+    if left_out:
+        report(f"not searched: {left_out} (model_type {base.model.model_type!r} has no such part)")
     if options.overwrite:
         _remove_search(options.tune_dir)
     _check_same_search(base, options, space)
