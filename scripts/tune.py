@@ -58,7 +58,7 @@ def main(argv):
             tuner_seed=FLAGS.tuner_seed,
             overwrite=FLAGS.overwrite,
         )
-        summary = tune_lib.tune(cli.config_from_flags(), options)
+        summary = tune_lib.tune(cli.config_from_flags(), options, lambda s: print(s, flush=True))
     except ValueError as e:  # bad flags, search space or data: named, before training
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -95,6 +95,19 @@ def test_bad_options_fail_before_training(tmp_path, base, options, message):
     assert not os.path.exists(tmp_path / "tune" / "trials")
 
 
+def test_missing_training_files_fail_before_the_search_starts(tmp_path):
+    base = _base()
+    base = dataclasses.replace(
+        base,
+        data=dataclasses.replace(
+            base.data, dataset="files", feature_spec="census", train_files="/no/such.csv"
+        ),
+    )
+    with pytest.raises(ValueError, match="data file '/no/such.csv' does not exist"):
+        tune_lib.tune(base, tune_lib.TuneOptions(str(tmp_path / "tune")))
+    assert not os.path.exists(tmp_path / "tune" / "search.json")
+
+
 def test_settings_of_a_part_the_model_lacks_are_left_out():
     """One space serves every model type: what a model lacks is not searched (nor refused)."""
     options = tune_lib.TuneOptions("unused")

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from wdl_tf import datasets
+from wdl_tf import datasets, input_pipeline
 from wdl_tf.config import DataConfig, TrainConfig
 from wdl_tf.evaluate_lib import write_json_atomic
 from wdl_tf.model import ModelConfig
@@ -366,6 +366,7 @@ def tune(
         report(f"not searched: {left_out} (model_type {base.model.model_type!r} has no such part)")
     if options.overwrite:
         _remove_search(options.tune_dir)
+    trial_base = _trial_base(base, options.tune_dir)  # missing files fail here, named
     _check_same_search(base, options, space)
 
     import keras_tuner as kt
@@ -377,7 +378,6 @@ def tune(
         oracle.reload()  # an interrupted trial is queued again, and resumes its checkpoint
         report(f"resuming the search in {options.tune_dir}: {len(oracle.trials)} trials so far")
     oracle.max_trials = options.max_trials  # HyperbandOracle takes no max_trials argument
-    trial_base = _trial_base(base, options.tune_dir)
     results = _load_results(options.tune_dir)
     new_trials = 0
     while True:
@@ -437,11 +437,13 @@ def _trial_base(base: TrainConfig, tune_dir: str) -> TrainConfig:
     ds = datasets.get_dataset(
         base.data.dataset, tune_dir, synthetic_rows=base.data.synthetic_rows, seed=base.seed
     )
+    train_files = base.data.train_files or ",".join(ds.train_files)
+    input_pipeline.resolve_files(train_files)  # every file exists, or ValueError naming it
     data = dataclasses.replace(
         base.data,
         dataset="files",
         feature_spec=base.data.feature_spec or ds.feature_spec,
-        train_files=base.data.train_files or ",".join(ds.train_files),
+        train_files=train_files,
         eval_files="",
     )
     return dataclasses.replace(base, data=data, export_base="")
@@ -544,13 +546,15 @@ def _check_same_search(base: TrainConfig, options: TuneOptions, space: list[Para
         with open(path) as f:
             saved = json.load(f)
         changed = _differences(saved, settings)
-        if changed:
+        started = os.path.exists(os.path.join(options.tune_dir, "oracle", "oracle.json"))
+        if changed and started:
             raise ValueError(
                 f"tune_dir {options.tune_dir!r} holds a search with other settings "
                 f"({'; '.join(changed[:5])}); use another tune_dir, or --overwrite to start over"
             )
-        return
-    write_json_atomic(path, settings)
+        if not changed:
+            return
+    write_json_atomic(path, settings)  # (again, when no trial has started yet)
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
