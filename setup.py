@@ -23,9 +23,18 @@ setup(
         "numpy",
     ],
     extras_require={
-        # The serving tests run real gRPC servers and clients, so tests need the serving extra.
-        "test": ["pytest>=7", "ruff", "tensorflow-serving-api>=2.16", "grpcio>=1.24.3"],
+        # The serving tests run real gRPC servers and clients, and tests/test_tune.py runs real
+        # searches, so tests need the serving and tune extras.
+        "test": [
+            "pytest>=7",
+            "ruff",
+            "tensorflow-serving-api>=2.16",
+            "grpcio>=1.24.3",
+            "keras-tuner[bayesian]>=1.4,<2",
+        ],
         "serving": ["tensorflow-serving-api>=2.16", "grpcio>=1.24.3"],
+        # scripts/tune.py; [bayesian] brings scikit-learn for the Gaussian-process oracle.
+        "tune": ["keras-tuner[bayesian]>=1.4,<2"],
     },
     entry_points={
         "console_scripts": [
