@@ -131,6 +131,21 @@ def test_a_space_of_only_settings_the_model_lacks_is_refused(tmp_path):
     assert not os.path.exists(tmp_path / "tune" / "trials")
 
 
+def test_best_flags_from_numpy_values_parse_as_train_flags(tmp_path):
+    """KerasTuner's Bayesian oracle proposes np.float64 / np.int64 values."""
+    import numpy as np
+
+    values = {"dropout": np.float64(0.28810321684616), "batch_size": np.int64(512)}
+    best = tune_lib.TrialResult("3", values, 0.7, 0.5, 4, 3, 0, None, 1.0, "unused")
+    path = str(tmp_path / "best.flags")
+    tune_lib.write_best_flags(path, tune_lib.best_config(_base(), best), _base(), best, 5)
+    train_flags = flags.FlagValues()
+    cli.define_train_flags(train_flags)
+    train_flags(["train.py", f"--flagfile={path}"])
+    assert (train_flags.dropout, train_flags.batch_size) == (0.28810321684616, 512)
+    assert train_flags.epochs == 3 and train_flags.hidden_units == ["4"]
+
+
 def _json(path):
     with open(path) as f:
         return json.load(f)
@@ -233,7 +248,8 @@ def test_tune_script_then_train_with_best_flags(tmp_path):
             "--epochs=1",
             "--batch_size=128",
             "--algorithm=bayesian",
-            "--max_trials=1",
+            "--max_trials=2",
+            "--initial_points=1",  # the second trial comes from the Gaussian process
             "--tune_params=linear_learning_rate,dnn_learning_rate",
             "--hidden_units=4",
             f"--tune_dir={tune_dir}",
@@ -245,7 +261,8 @@ def test_tune_script_then_train_with_best_flags(tmp_path):
         cwd=ROOT,
     )
     assert tune.returncode == 0, tune.stderr[-3000:]
-    assert "trial 1/1 [0] linear_learning_rate=" in tune.stdout
+    assert "trial 1/2 [0] linear_learning_rate=" in tune.stdout
+    assert "trial 2/2 [1] linear_learning_rate=" in tune.stdout
     assert "| rank | trial | validation AUC |" in tune.stdout
     best = _json(tune_dir / "results.json")["best"]
 

@@ -458,6 +458,9 @@ def _run_trial(
 ) -> TrialResult:
     from wdl_tf import train_lib
 
+    # The Bayesian oracle proposes numpy scalars (np.float64): make them plain Python values,
+    # or their repr ("np.float64(0.28)") would end up in best.flags.
+    values = {k: v.item() if hasattr(v, "item") else v for k, v in values.items()}
     trial_dir = _trial_dir(options, trial_id)
     model_dir = os.path.join(trial_dir, "model")
     continues = values.get("tuner/trial_id")
@@ -715,7 +718,7 @@ def _flag_text(value: Any) -> str:
         return ",".join(str(v) for v in value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    return repr(value) if isinstance(value, float) else str(value)
+    return repr(float(value)) if isinstance(value, float) else str(value)
 
 
 def _write_text_atomic(path: str, text: str) -> None:
