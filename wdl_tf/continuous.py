@@ -321,14 +321,24 @@ class _Curve(keras.callbacks.Callback):
             self._point()
 
 
+def start_model(
+    config: ContinuousConfig, spec: fs.FeatureSpec, state: pp.PreprocessingState, warm_from: str
+) -> tuple:
+    """(preprocessor, compiled model, warm start report): a span's model before training,
+    fresh, or warm-started from model dir ``warm_from`` when given (rows copied by token,
+    optimizer slots too with ``warm_start_optimizer``; the report is None when cold)."""
+    preprocessor, model = train_lib.build_for_training(config.train, state, spec)
+    report = None
+    if warm_from:
+        report = warm_start.warm_start(model, spec, state, warm_from, config.warm_start_optimizer)
+    return preprocessor, model, report
+
+
 def _train_model(config, spec, state, files, warm_from, curve_data, every, total, progress, label):
     """Builds, (warm-)starts and trains one model on ``files``; returns it, its
     preprocessor, its curve and the warm start report (None when cold)."""
     train = config.train
-    preprocessor, model = train_lib.build_for_training(train, state, spec)
-    report = None
-    if warm_from:
-        report = warm_start.warm_start(model, spec, state, warm_from, config.warm_start_optimizer)
+    preprocessor, model, report = start_model(config, spec, state, warm_from)
     opts = input_pipeline.ReadOptions(
         batch_size=train.data.batch_size,
         shuffle=True,
