@@ -21,44 +21,58 @@ from wdl_tf import cli, continuous
 _C = continuous.ContinuousConfig(train=None)  # the defaults
 
 
-def _define_flags() -> None:
-    flags.DEFINE_integer("spans", _C.spans, "Spans of data (the last one only evaluates).")
-    flags.DEFINE_integer("first_span", _C.first_span, "Number of the first span.")
+def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines the continuous flags in ``fv`` (after `cli.define_train_flags`, whose
+    defaults it changes)."""
+    flags.DEFINE_integer(
+        "spans", _C.spans, "Spans of data (the last one only evaluates).", flag_values=fv
+    )
+    flags.DEFINE_integer("first_span", _C.first_span, "Number of the first span.", flag_values=fv)
     flags.DEFINE_string(
         "span_files",
         _C.span_files,
         "--dataset=files: a pattern with {span} (data/day-{span}/*.csv) or one glob per span, "
         "comma-separated.",
+        flag_values=fv,
     )
     flags.DEFINE_integer(
-        "vocab_window", _C.vocab_window, "Admit a token seen min_count times in this many spans."
+        "vocab_window",
+        _C.vocab_window,
+        "Admit a token seen min_count times in this many spans.",
+        flag_values=fv,
     )
     flags.DEFINE_integer(
         "evict_after_spans",
         _C.evict_after_spans,
         "Evict a token unseen for this many spans (its id is reused).",
+        flag_values=fv,
     )
     flags.DEFINE_integer(
         "eval_every_steps",
         _C.eval_every_steps,
         "Evaluate warm and cold models every this many steps (0: ~20 times per span).",
+        flag_values=fv,
     )
     flags.DEFINE_integer(
-        "curve_eval_rows", _C.curve_eval_rows, "Rows of the next span those evaluations read."
+        "curve_eval_rows",
+        _C.curve_eval_rows,
+        "Rows of the next span those evaluations read.",
+        flag_values=fv,
     )
     flags.DEFINE_boolean(
         "measure_cold",
         _C.measure_cold,
         "Also train a cold model per span (for steps_to_reach_cold).",
+        flag_values=fv,
     )
     # Continuous training's own defaults for shared flags: one pass per span, the gate on,
     # optimizer slots copied (FTRL's wide weights live in them), its own directories.
-    flags.FLAGS.set_default("epochs", 1)
-    flags.FLAGS.set_default("max_auc_drop", 0.0)
-    flags.FLAGS.set_default("warm_start_optimizer", _C.warm_start_optimizer)
-    flags.FLAGS.set_default("model_dir", "./models/continuous")
-    flags.FLAGS.set_default("export_base", "./models/continuous_export")
-    flags.FLAGS.set_default("verbose", 0)
+    fv.set_default("epochs", 1)
+    fv.set_default("max_auc_drop", 0.0)
+    fv.set_default("warm_start_optimizer", _C.warm_start_optimizer)
+    fv.set_default("model_dir", "./models/continuous")
+    fv.set_default("export_base", "./models/continuous_export")
+    fv.set_default("verbose", 0)
 
 
 def main(argv) -> None:
@@ -91,6 +105,6 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
     cli.define_train_flags()
-    _define_flags()
+    define_flags()
     logging.set_verbosity(logging.WARNING)
     app.run(main)

@@ -353,3 +353,27 @@ def test_cli_names_bad_input(tmp_path):
     assert proc.returncode == 2
     assert "error: spans: must be >= 2" in proc.stderr and "got 1" in proc.stderr
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_build_md_lists_every_continuous_flag_with_its_default():
+    import importlib.util
+
+    from absl import flags
+
+    from wdl_tf import cli
+
+    path = os.path.join(ROOT, "scripts", "continuous_train.py")
+    module_spec = importlib.util.spec_from_file_location("continuous_train", path)
+    script = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(script)
+    fv = flags.FlagValues()
+    cli.define_train_flags(fv)
+    train_flags = set(fv)
+    script.define_flags(fv)
+    text = open(os.path.join(ROOT, "BUILD.md")).read()
+    section = text[text.index("## Continuous training") :]
+    rows = dict(re.findall(r"^\| `--(\w+)` \| `([^`]*)` \|", section, flags=re.M))
+    for name in set(fv) - train_flags:
+        assert rows.get(name) == str(fv[name].default), f"--{name} in BUILD.md"
+    for name, default in (("epochs", "(1)"), ("max_auc_drop", "(0.0")):
+        assert str(fv[name].default) in default and f"`--{name}` {default}" in section

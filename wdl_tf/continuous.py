@@ -95,7 +95,8 @@ class ContinuousConfig:
         ``epochs`` (and ``steps_per_epoch``) the training of each span, ``synthetic_rows``
         the rows of a generated span, ``export.max_auc_drop`` the publish gate (None: none).
         ``eval_files``, ``validation_fraction`` and ``warm_start_from`` do not apply: each
-        span is evaluated on the next one and starts from the previous one.
+        span is evaluated on the next one and starts from the previous one
+        (``train.warm_start_optimizer`` neither: this config's own field says it).
       spans: spans of data; every span but the last is trained on (the last only evaluates).
       first_span: the number of the first span (``{span}`` in ``span_files``).
       span_files: ``dataset=files`` only: one pattern with ``{span}`` (e.g.
