@@ -109,6 +109,131 @@ def vocabulary_from_counts(counts: collections.Counter, vocab: fs.VocabularySpec
     return [t for t, _ in kept]
 
 
+# ----------------------------------------------------------------------------------------
+# Evolving vocabularies: continuous training (paper §3) learns a vocabulary per span of data.
+
+# Int placeholders lie below this: far from any id that parsed data holds.
+_FREE_INT_BASE = int(np.iinfo(np.int64).min) + 1
+
+
+def free_id_token(dtype: str, index: int) -> str | int:
+    """The placeholder that holds freed vocabulary index ``index`` until a new token takes it.
+
+    It cannot occur in parsed data, so the id is never looked up; keeping it (rather than
+    closing the gap) is what lets every later token keep its id.
+    """
+    if dtype == "int":
+        return _FREE_INT_BASE + index
+    return f"<wdl_tf: free id {index}>"
+
+
+def is_free_id_token(token: Any) -> bool:
+    if isinstance(token, str):
+        return token.startswith("<wdl_tf: free id ")
+    return int(token) < _FREE_INT_BASE + 2**62
+
+
+@dataclasses.dataclass
+class TokenHistory:
+    """What an evolving vocabulary remembers between spans (one feature).
+
+    Attributes:
+      window: (span, token counts) of the most recent spans, oldest first: admission counts
+        a token over them.
+      last_seen: the last span each token of the vocabulary (or of the window) was seen in:
+        eviction looks at it.
+    """
+
+    window: list[tuple[int, dict]] = dataclasses.field(default_factory=list)
+    last_seen: dict = dataclasses.field(default_factory=dict)
+
+    def add_span(self, span: int, counts: dict, window_spans: int) -> None:
+        """Records one span's counts; keeps the last ``window_spans`` spans in the window."""
+        if self.window and span <= self.window[-1][0]:
+            raise ValueError(f"span {span} is not after the last recorded {self.window[-1][0]}")
+        self.window = [*self.window, (span, {t: c for t, c in counts.items() if c > 0})]
+        self.window = self.window[-window_spans:]
+        for token, count in counts.items():
+            if count > 0:
+                self.last_seen[token] = span
+
+    def windowed_counts(self) -> collections.Counter:
+        total = collections.Counter()
+        for _, counts in self.window:
+            total.update(counts)
+        return total
+
+    def forget(self, vocabulary: list) -> None:
+        """Drops last_seen entries of tokens neither in ``vocabulary`` nor in the window."""
+        keep = set(vocabulary).union(*(c.keys() for _, c in self.window))
+        self.last_seen = {t: s for t, s in self.last_seen.items() if t in keep}
+
+    def to_json(self) -> dict:
+        return {
+            "window": [[span, sorted(c.items(), key=str)] for span, c in self.window],
+            "last_seen": sorted(self.last_seen.items(), key=str),
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict) -> TokenHistory:
+        return cls(
+            window=[(int(span), {t: int(c) for t, c in pairs}) for span, pairs in obj["window"]],
+            last_seen={t: int(s) for t, s in obj["last_seen"]},
+        )
+
+
+def evolve_vocabulary(
+    previous: list,
+    history: TokenHistory,
+    span: int,
+    vocab: fs.VocabularySpec,
+    evict_after_spans: int,
+    dtype: str = "string",
+) -> list:
+    """The vocabulary of ``span`` from the previous span's and the history (which already
+    holds ``span``'s counts). A token's id is its index here (plus the OOV buckets).
+
+    * Kept: a token of ``previous`` seen in the last ``evict_after_spans`` spans keeps its
+      index, so warm start copies its rows.
+    * Evicted: a token of ``previous`` unseen for ``evict_after_spans`` spans; its index is
+      freed.
+    * Admitted: a new token seen at least ``min_count`` times over the window (and not so
+      long ago that it would be evicted at once), most frequent first (ties by token). It
+      takes the lowest freed index, or a new one at the end. ``max_tokens`` caps the live
+      tokens; kept tokens are never displaced by new ones.
+
+    Freed indexes are reused rather than left behind: with churn (new apps every day) an
+    append-only vocabulary grows the wide and embedding tables without bound, and one at
+    ``max_tokens`` could never admit a new token again. Reuse is safe because warm start
+    copies rows by token: a new token in a reused index starts from a fresh row, not the
+    evicted token's. Indexes still free hold `free_id_token` placeholders (trailing ones
+    are dropped). From an empty ``previous`` this is `vocabulary_from_counts` over the window.
+    """
+    if evict_after_spans < 1:
+        raise ValueError(f"evict_after_spans: must be >= 1, got {evict_after_spans}")
+
+    def recent(token) -> bool:
+        return token in history.last_seen and span - history.last_seen[token] < evict_after_spans
+
+    slots = [t if not is_free_id_token(t) and recent(t) else None for t in previous]
+    live = {t for t in slots if t is not None}
+    totals = history.windowed_counts()
+    new = [
+        (t, c) for t, c in totals.items() if t not in live and c >= vocab.min_count and recent(t)
+    ]
+    new.sort(key=lambda tc: (-tc[1], str(tc[0])))
+    if vocab.max_tokens is not None:
+        new = new[: max(vocab.max_tokens - len(live), 0)]
+    incoming = iter(t for t, _ in new)
+    for i, token in enumerate(slots):
+        if token is None:
+            slots[i] = next(incoming, None)
+    slots.extend(incoming)
+    while slots and slots[-1] is None:
+        slots.pop()
+    return [free_id_token(dtype, i) if t is None else t for i, t in enumerate(slots)]
+
+
 def quantile_boundaries(values: np.ndarray, num_quantiles: int) -> list[float]:
     """Cut points between n_q equal-mass quantiles (k/n_q for k = 1..n_q-1), deduplicated."""
     if values.size == 0:
@@ -123,17 +248,8 @@ def _flat_tokens(feature: fs.FeatureConfig, value: tf.Tensor | tf.RaggedTensor) 
     return tf.reshape(value, [-1])
 
 
-def adapt(
-    spec: fs.FeatureSpec, raw_batches: Iterable[dict[str, Any]], max_rows: int = 1_000_000
-) -> PreprocessingState:
-    """Learns vocabularies, quantiles and moments from at most ``max_rows`` training rows.
-
-    Args:
-      spec: the feature spec.
-      raw_batches: batches of raw features (dicts of [B, 1] tensors, as the input pipeline
-        parses them, labels excluded).
-      max_rows: bound on the rows read; the pass stops after the batch that reaches it.
-    """
+def _scan(spec: fs.FeatureSpec, raw_batches: Iterable[dict[str, Any]], max_rows: int):
+    """One bounded pass: token counts per vocabulary feature, numeric values, rows read."""
     counters = {f.name: collections.Counter() for f in spec.features if f.vocabulary is not None}
     numeric = {f.name: [] for f in spec.features if f.kind == fs.NUMERIC}
     rows = 0
@@ -153,6 +269,29 @@ def adapt(
         rows += int(next(iter(batch.values())).shape[0])
         if rows >= max_rows:
             break
+    return counters, numeric, rows
+
+
+def adapt(
+    spec: fs.FeatureSpec, raw_batches: Iterable[dict[str, Any]], max_rows: int = 1_000_000
+) -> PreprocessingState:
+    """Learns vocabularies, quantiles and moments from at most ``max_rows`` training rows.
+
+    Args:
+      spec: the feature spec.
+      raw_batches: batches of raw features (dicts of [B, 1] tensors, as the input pipeline
+        parses them, labels excluded).
+      max_rows: bound on the rows read; the pass stops after the batch that reaches it.
+    """
+    return adapt_and_count(spec, raw_batches, max_rows)[0]
+
+
+def adapt_and_count(
+    spec: fs.FeatureSpec, raw_batches: Iterable[dict[str, Any]], max_rows: int = 1_000_000
+) -> tuple[PreprocessingState, dict[str, collections.Counter]]:
+    """`adapt`, also returning the token counts of every vocabulary feature (missing values
+    left out): what `evolve_vocabulary` needs from a span of data, in the same pass."""
+    counters, numeric, rows = _scan(spec, raw_batches, max_rows)
     if rows == 0:
         raise ValueError("cannot adapt preprocessing: the training data has no rows")
     states = {}
@@ -173,7 +312,7 @@ def adapt(
                     else quantile_boundaries(values, f.bucketize.num_quantiles)
                 )
         states[f.name] = state
-    return PreprocessingState(features=states, rows_seen=rows)
+    return PreprocessingState(features=states, rows_seen=rows), counters
 
 
 # ----------------------------------------------------------------------------------------
