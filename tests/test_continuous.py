@@ -141,6 +141,7 @@ def _config(tmp_path, spans=3, **changes) -> continuous.ContinuousConfig:
     [
         ({"spans": 1}, "spans: must be >= 2 .* got 1"),
         ({"vocab_window": 0}, "vocab_window: must be >= 1, got 0"),
+        ({"first_span": -1}, "first_span: must be >= 0, got -1"),
         ({"evict_after_spans": 0}, "evict_after_spans: must be >= 1, got 0"),
         ({"eval_every_steps": -1}, "eval_every_steps: must be >= 0, got -1"),
         ({"data": {"dataset": "census"}}, "'census' has no spans; allowed values are"),
@@ -169,6 +170,16 @@ def test_a_span_glob_that_matches_nothing_is_named(tmp_path):
     with pytest.raises(input_pipeline.DataError, match=re.escape(f"span 3: data file '{missing}'")):
         continuous.run(config)
     assert not os.path.exists(config.train.model_dir)
+
+
+def test_an_export_base_of_another_model_is_refused_before_training(tmp_path):
+    config = _config(tmp_path)
+    other = tmp_path / "export" / "1" / "assets.extra"
+    other.mkdir(parents=True)
+    fs.load("census").save(str(other / "feature_spec.json"))
+    with pytest.raises(ValueError, match="version 1 was exported with another feature spec"):
+        continuous.run(config)
+    assert not os.path.exists(os.path.join(config.train.model_dir, "span-0001"))
 
 
 # ----------------------------------------------------------------------------------------

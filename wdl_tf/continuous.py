@@ -151,6 +151,8 @@ class ContinuousConfig:
                 f"dataset: {data.dataset!r} has no spans; allowed values are "
                 f"{[*SPAN_SOURCES, 'files']}"
             )
+        if self.first_span < 0:
+            raise ValueError(f"first_span: must be >= 0, got {self.first_span}")
         checks = {
             "vocab_window": self.vocab_window,
             "evict_after_spans": self.evict_after_spans,
@@ -485,6 +487,19 @@ def _check_resumable(config: ContinuousConfig) -> None:
         )
 
 
+def _check_export_base(export_base: str, spec: fs.FeatureSpec) -> None:
+    """The served version must read our features: the gate scores it on our spans."""
+    versions = export_lib.versions(export_base) if export_base else []
+    if not versions:
+        return
+    path = os.path.join(export_base, str(versions[-1]), "assets.extra", "feature_spec.json")
+    if not os.path.exists(path) or fs.load(path) != spec:
+        raise ValueError(
+            f"export_base {export_base!r}: version {versions[-1]} was exported with another "
+            f"feature spec than {spec.name!r}; use a new export_base"
+        )
+
+
 def run(config: ContinuousConfig, progress: Callable[[str], None] = log.info) -> list[dict]:
     """Runs (or resumes) continuous training; returns the span records (continuous.json).
 
@@ -502,6 +517,7 @@ def run(config: ContinuousConfig, progress: Callable[[str], None] = log.info) ->
     root = config.train.model_dir
     _check_resumable(config)
     spec, files = span_files(config)
+    _check_export_base(config.train.export_base, spec)
     os.makedirs(root, exist_ok=True)
     numbers = config.span_numbers
     records, previous = [], None
