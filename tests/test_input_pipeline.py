@@ -485,10 +485,10 @@ def test_numeric_feature_int64_or_float_or_absent():
     [
         (
             example(hours=b"39"),
-            "feature 'hours' is numeric: send a float or int64 value, not bytes",
+            "feature hours is numeric: send a float or int64 value, not bytes",
         ),
-        (example(hours=[39.0, 40.0]), "feature 'hours' is numeric: it takes exactly one value"),
-        (example(hours=[]), "feature 'hours' is numeric: it takes exactly one value"),
+        (example(hours=[39.0, 40.0]), "feature hours is numeric: it takes exactly one value"),
+        (example(hours=[]), "feature hours is numeric: it takes exactly one value"),
     ],
     ids=["bytes", "two_values", "no_value"],
 )

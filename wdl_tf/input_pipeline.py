@@ -446,12 +446,12 @@ def numeric_from_examples(
         checks = [
             tf.debugging.Assert(
                 ~tf.reduce_any(tf.gather(is_bytes, last)),
-                [f"feature '{f.name}' is numeric: send a float or int64 value, not bytes"],
+                [f"feature {f.name} is numeric: send a float or int64 value, not bytes"],
             ),
             tf.debugging.Assert(
                 tf.reduce_all(~has | tf.equal(n, 1)),
                 [
-                    f"feature '{f.name}' is numeric: it takes exactly one value, got",
+                    f"feature {f.name} is numeric: it takes exactly one value, got",
                     tf.boolean_mask(n, has & tf.not_equal(n, 1))[:1],
                 ],
             ),
