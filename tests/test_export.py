@@ -564,7 +564,8 @@ def _train(*flags):
         text=True,
         timeout=600,
         cwd=ROOT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        # This checkout's wdl_tf, not an installed one (sys.path[0] is scripts/).
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT),
     )
 
 

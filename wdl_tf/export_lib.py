@@ -377,10 +377,20 @@ def verify_in_fresh_process(
             expected=expected,
             **arrays,
         )
+        # Run from the directory holding this wdl_tf, so that ``-m`` finds this copy of the
+        # checker and not one in the caller's working directory.
         proc = subprocess.run(
-            [sys.executable, "-m", "wdl_tf.verify_export", path, request, str(atol)],
+            [
+                sys.executable,
+                "-m",
+                "wdl_tf.verify_export",
+                os.path.abspath(path),
+                request,
+                str(atol),
+            ],
             capture_output=True,
             text=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
         )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
