@@ -162,6 +162,9 @@ BAD_CASES = {
     "not_a_number": ("1x5,A,1,a,yes", ["field 'hours'", "'1x5'", "not a number"]),
     "not_an_int": ("1,A,12.5,a,yes", ["field 'zip'", "'12.5'", "not an integer"]),
     "unknown_label": ("1,A,1,a,maybe", ["field 'y'", "'maybe'", "not a label"]),
+    # A float32 holds at most ~3.4e38: 1e39 would be read as inf.
+    "overflow": ("1e39,A,1,a,yes", ["field 'hours'", "'1e39'", "not a finite float32 number"]),
+    "overflow_negative": ("-5e38,A,1,a,yes", ["field 'hours'", "'-5e38'", "not a finite"]),
 }
 
 
@@ -361,3 +364,134 @@ def test_is_tfrecord():
     assert ip.is_tfrecord("x.tfrecord") and ip.is_tfrecord("x.tfrecords.gz")
     assert not ip.is_tfrecord("x.csv") and not ip.is_tfrecord("x.csv.gz")
     assert not ip.is_tfrecord(os.path.join("tfrecord", "x.csv"))
+
+
+# ----------------------------------------------------------------------------------------
+# Non-finite numbers are bad rows (refused, never read as missing), in CSV and TFRecord.
+
+
+def write_tfrecord(path, rows: list[tuple[dict, float]]) -> str:
+    spec = tiny_spec()
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for row, label in rows:
+            writer.write(ip.make_example(spec, row, label).SerializeToString())
+    return str(path)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_tfrecord_non_finite_number_names_file_record_and_field(tmp_path, value):
+    rows = [TF_ROWS[0], ({**TF_ROWS[1][0], "hours": value}, 0.0), TF_ROWS[2]]
+    path = write_tfrecord(tmp_path / "data.tfrecord", rows)
+    with pytest.raises(ip.DataError) as info:
+        collect(ip.read_raw(tiny_spec(), path, OPTS))
+    message = str(info.value)
+    assert message.startswith(ip.MALFORMED)
+    assert f"{path}:record 2: field 'hours' value '{value}' is not a finite number" in message
+
+
+def test_tfrecord_non_finite_label_is_a_bad_row(tmp_path):
+    path = write_tfrecord(tmp_path / "data.tfrecord", [(TF_ROWS[0][0], float("nan"))])
+    with pytest.raises(ip.DataError, match=r"data.tfrecord:record 1: field 'y' value 'nan'"):
+        collect(ip.read_raw(tiny_spec(), path, OPTS))
+
+
+def test_non_finite_rows_skipped_and_counted(tmp_path):
+    rows = [
+        TF_ROWS[0],
+        ({**TF_ROWS[1][0], "hours": float("inf")}, 0.0),
+        TF_ROWS[2],
+        ({**TF_ROWS[0][0], "hours": float("nan")}, 1.0),
+    ]
+    records = write_tfrecord(tmp_path / "data.tfrecord", rows)
+    csv = write(tmp_path / "data.csv", ["1,A,1,a,yes", "1e39,B,2,b,no", "3,C,3,c,no"])
+    for path, kept in ((records, ["Paris", ""]), (csv, ["A", "C"])):
+        counter = ip.BadRowCounter()
+        opts = ip.ReadOptions(batch_size=3, skip_bad_rows=True)
+        feats, _ = collect(ip.read_raw(tiny_spec(), path, opts, counter))
+        assert flat(feats["city"]) == kept
+        assert all(np.isfinite(flat(feats["hours"])))
+        assert counter.count == len(rows) - 2 if path == records else 1
+
+
+# ----------------------------------------------------------------------------------------
+# Serving: numeric features of serialized tf.Examples (parse_examples(lenient_numbers=True)).
+
+
+def example(**features) -> bytes:
+    """A serialized tf.Example built with example_pb2: float → float_list, int → int64_list,
+    bytes → bytes_list, a list of floats → a float_list of several values."""
+    from tensorflow.core.example import example_pb2
+
+    e = example_pb2.Example()
+    for name, value in features.items():
+        f = e.features.feature[name]
+        if isinstance(value, float):
+            f.float_list.value.append(value)
+        elif isinstance(value, int):
+            f.int64_list.value.append(value)
+        elif isinstance(value, bytes):
+            f.bytes_list.value.append(value)
+        else:
+            f.float_list.value.extend(value)
+    return e.SerializeToString()
+
+
+def merged(serialized: bytes) -> bytes:
+    """What protobuf itself makes of a byte string: parse and serialize again."""
+    from tensorflow.core.example import example_pb2
+
+    return example_pb2.Example.FromString(serialized).SerializeToString()
+
+
+def lenient(serialized: list[bytes]) -> dict[str, list]:
+    parsed = ip.parse_examples(tiny_spec(), tf.constant(serialized), False, lenient_numbers=True)
+    return {
+        k: v.to_list() if isinstance(v, tf.RaggedTensor) else v.numpy().tolist()
+        for k, v in parsed.items()
+    }
+
+
+def test_context_plus_example_parses_as_the_merged_example():
+    """TF Serving feeds serialized context + serialized example (ExampleListWithContext):
+    every feature kind must come out as protobuf merges the two (the last key wins)."""
+    cases = [
+        # numeric and categorical split between context and example
+        (example(hours=41.0, zip=75001), example(city=b"Paris", tags=b"t")),
+        (example(city=b"Oslo", tags=b"x"), example(hours=12, zip=7)),
+        # the same key on both sides: the example's wins, for every kind
+        (example(hours=1.0, city=b"A", zip=1, tags=b"a"), example(hours=2.0, city=b"B", zip=2)),
+        (example(hours=[1.0, 2.0]), example(hours=3.0)),  # a replaced entry is not checked
+        (b"", example(hours=5.0)),
+        (example(hours=6.0), b""),
+    ]
+    for context, ex in cases:
+        got = lenient([context + ex])
+        want = lenient([merged(context + ex)])
+        assert got == want, (context, ex)
+    # and the expectations, spelt out for the first and third case
+    first = lenient([cases[0][0] + cases[0][1]])
+    assert (first["hours"], first["zip"], first["city"]) == ([[41.0]], [[75001]], [[b"Paris"]])
+    third = lenient([cases[2][0] + cases[2][1]])
+    assert (third["hours"], third["city"], third["zip"]) == ([[2.0]], [[b"B"]], [[2]])
+
+
+def test_numeric_feature_int64_or_float_or_absent():
+    got = lenient([example(hours=39), example(hours=39.5), example(city=b"x")])
+    assert got["hours"] == [[39.0], [39.5], [7.5]]  # absent: the spec's default
+
+
+@pytest.mark.parametrize(
+    "serialized, message",
+    [
+        (
+            example(hours=b"39"),
+            "feature hours is numeric: send a float or int64 value, not bytes",
+        ),
+        (example(hours=[39.0, 40.0]), "feature hours is numeric: it takes exactly one value"),
+        (example(hours=[]), "feature hours is numeric: it takes exactly one value"),
+    ],
+    ids=["bytes", "two_values", "no_value"],
+)
+def test_numeric_feature_of_the_wrong_type_or_count_is_invalid_argument(serialized, message):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        lenient([example(hours=1.0), serialized])

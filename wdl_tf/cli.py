@@ -152,9 +152,6 @@ def define_train_flags(fv: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_string(
         "model_name", _E.model_name, "Model name in the warmup requests.", flag_values=fv
     )
-    flags.DEFINE_integer(
-        "top_k", _E.top_k, "Candidates returned by the rank signature's top-k.", flag_values=fv
-    )
     flags.DEFINE_string(
         "warm_start_from",
         _T.warm_start_from,
@@ -232,7 +229,6 @@ def config_from_flags() -> config_lib.TrainConfig:
         ),
         export=config_lib.ExportOptions(
             model_name=FLAGS.model_name,
-            top_k=FLAGS.top_k,
             keep_versions=FLAGS.keep_versions,
             max_auc_drop=FLAGS.max_auc_drop,
         ),
@@ -252,6 +248,14 @@ def config_from_flags() -> config_lib.TrainConfig:
     return config
 
 
+def _print_result(result: train_lib.TrainResult) -> None:
+    print("eval metrics: " + json.dumps(result.metrics, indent=2))
+    if result.bad_rows:
+        print(f"skipped malformed rows: {result.bad_rows}")
+    if result.export_path:
+        print(f"exported SavedModel: {result.export_path}")
+
+
 def _train(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -261,14 +265,14 @@ def _train(argv) -> None:
     except ValueError as e:  # also FeatureSpecError and DataError: bad input, named
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except train_lib.ExportFailed as e:  # trained and evaluated; only the export failed
+        _print_result(e.result)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     if not result.metrics:  # a non-chief worker: the chief evaluates and exports
         print("worker finished training (the chief writes metrics and the export)")
         return
-    print("eval metrics: " + json.dumps(result.metrics, indent=2))
-    if result.bad_rows:
-        print(f"skipped malformed rows: {result.bad_rows}")
-    if result.export_path:
-        print(f"exported SavedModel: {result.export_path}")
+    _print_result(result)
 
 
 def run_train() -> None:

@@ -161,7 +161,9 @@ class TrainConfig:
         model_obj = dict(obj.pop("model", {}))
         if "hidden_units" in model_obj:
             model_obj["hidden_units"] = tuple(model_obj["hidden_units"])
-        export = ExportOptions(**obj.pop("export", {}))
+        export_obj = dict(obj.pop("export", {}))
+        export_obj.pop("top_k", None)  # older runs: rank's top-k has moved to the client
+        export = ExportOptions(**export_obj)
         return cls(data=data, model=ModelConfig(**model_obj), export=export, **obj)
 
 

@@ -1,26 +1,35 @@
 """SavedModel export with the preprocessing inside, TF Serving signatures, verified publish.
 
-The exported model takes raw features, so a client sends what the data holds (DESIGN.md §2).
-Signatures (see ../shared/docs/tf_serving_contract.md):
+The exported model takes raw features, so a client sends what the data holds. The rules the
+export follows, each with the TF Serving source it comes from, are in docs/export_contract.md.
+
+Signatures (every input and output has the batch as its 0th dimension, so TF Serving's
+``--enable_batching`` can concatenate requests and split the answers):
 
 * ``serving_default`` and ``predict``: raw features by name, each [B, 1] (a multivalent
   feature as one "a|b|c" string) → ``probabilities`` [B, 1] (``predict`` adds ``class_ids``).
-* ``classification``: ``inputs`` (serialized tf.Example [B]) → ``classes`` [B, 2] ("0", "1")
-  and ``scores`` [B, 2] (P(0), P(1)), TF Serving's Classify contract.
-* ``regression``: ``inputs`` → ``outputs`` [B], the probability (Regress contract).
-* ``rank`` (paper P10: all candidates of a request in one batch): raw features where each
-  feature has either 1 row (the user/context, broadcast) or N rows (the candidates) →
-  ``scores`` [N], ``top_k_indices`` and ``top_k_scores`` [min(k, N)].
+* ``classification`` (method ``tensorflow/serving/classify``): ``inputs`` (serialized
+  tf.Example [B]) → ``classes`` [B, 2] ("0", "1") and ``scores`` [B, 2] (P(0), P(1)).
+* ``regression`` (method ``tensorflow/serving/regress``): ``inputs`` → ``outputs`` [B].
+* ``rank`` (paper P10: all candidates of a request in one batch): raw features, each [N, 1]
+  → ``scores`` [N]. A feature may have 1 row (the user/context), broadcast to the N
+  candidates, but only on a server without batching; the best k are picked by the client
+  (`top_k`), since a top-k output cannot be split per request.
 
-Numeric features in tf.Examples may be int64 lists: TF Serving's REST Classify/Regress
-turn a JSON ``39`` (no decimal point) into one.
+A numeric feature must be one finite number: NaN or ±Inf, a bytes value or several values
+fail the request with InvalidArgument naming the feature. In tf.Examples it may be an int64
+list (TF Serving's REST Classify/Regress turn a JSON ``39`` into one), and a context merged
+into an example (ExampleListWithContext) reads as protobuf merges the two.
 
 Publishing is the paper's dry run (P9): the version is written to a ``temp-*`` sibling
 directory (TF Serving ignores non-integer names), with warmup requests in
-``assets.extra/tf_serving_warmup_requests``; a fresh process loads it, replays the warmup
-requests and compares every signature with the in-memory model; optionally the eval AUC
-must not be worse than the published version's; only then is it renamed to the next
-integer version, and versions beyond ``keep_versions`` are removed.
+``assets.extra/tf_serving_warmup_requests``; a fresh process loads it both the TF2 way and
+the way TF Serving does (a graph-mode session, by tensor name), replays every warmup request,
+checks that each is batch-safe and compares every signature with the in-memory model;
+optionally the eval AUC must not be worse than the published version's; only then is it
+renamed to the next integer version, and versions beyond ``keep_versions`` are removed.
+``temp-*`` directories left by a killed export (their owning process gone) are removed by
+the next publish.
 """
 
 from __future__ import annotations
@@ -29,7 +38,9 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +53,7 @@ import tensorflow as tf
 
 from wdl_tf import features as fs
 from wdl_tf import input_pipeline, tfrecord
+from wdl_tf.verify_export import METHOD_NAMES, context_split
 
 log = logging.getLogger("wdl_tf")
 
@@ -49,6 +61,9 @@ CLASS_LABELS = ("0", "1")
 SIGNATURES = ("serving_default", "predict", "classification", "regression", "rank")
 WARMUP_FILE = "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving refuses a warmup file with more records
+# Rows per warmup request: small enough for any sensible --batching_parameters_file
+# max_batch_size (a larger request fails there unless large-batch splitting is on).
+WARMUP_ROWS = 8
 
 
 class ExportError(RuntimeError):
@@ -61,7 +76,6 @@ class ExportOptions:
 
     Attributes:
       model_name: the name warmup requests carry (TF Serving ignores it during warmup).
-      top_k: candidates returned by the ``rank`` signature's top-k outputs.
       keep_versions: keep only this many newest integer versions (0 = keep all).
       max_auc_drop: refuse to publish when the eval AUC is lower than the latest published
         version's by more than this (None = no gate).
@@ -69,14 +83,11 @@ class ExportOptions:
     """
 
     model_name: str = "census"
-    top_k: int = 10
     keep_versions: int = 0
     max_auc_drop: float | None = None
     atol: float = 1e-5
 
     def validate(self) -> None:
-        if self.top_k < 1:
-            raise ValueError(f"top_k: must be >= 1, got {self.top_k}")
         if self.keep_versions < 0:
             raise ValueError(f"keep_versions: must be >= 0, got {self.keep_versions}")
         if self.max_auc_drop is not None and self.max_auc_drop < 0:
@@ -94,7 +105,11 @@ def raw_input_signature(spec: fs.FeatureSpec) -> dict[str, tf.TensorSpec]:
 
 
 def _broadcast_candidates(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    """Broadcasts 1-row (context) features to the N rows of the candidate features."""
+    """Broadcasts 1-row (context) features to the N rows of the candidate features.
+
+    For servers without batching only: TF Serving's batching refuses a request whose inputs
+    differ in their 0th dimension, so there a client repeats the context N times.
+    """
     rows = {k: tf.shape(v)[0] for k, v in features.items()}
     n = tf.reduce_max(tf.stack(list(rows.values())))
     out = {}
@@ -109,11 +124,27 @@ def _broadcast_candidates(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor
     return out
 
 
-def serving_functions(spec, preprocessor, model, top_k: int = 10) -> dict[str, tuple]:
+def _finite(spec: fs.FeatureSpec, raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """``raw`` with every numeric feature checked: NaN or ±Inf fails the request.
+
+    One meaning for non-finite numbers everywhere (docs/export_contract.md): refused, with
+    InvalidArgument naming the feature (TF Serving's REST answers it with a 400).
+    """
+    out = dict(raw)
+    for f in spec.features:
+        if f.kind == fs.NUMERIC:
+            out[f.name] = tf.debugging.assert_all_finite(
+                raw[f.name],
+                f"feature {f.name} must be a finite number (NaN and Infinity are refused)",
+            )
+    return out
+
+
+def serving_functions(spec, preprocessor, model) -> dict[str, tuple]:
     """name → (function, input_signature) for every exported signature."""
 
     def probabilities(raw):
-        return tf.cast(model(preprocessor(raw), training=False), tf.float32)
+        return tf.cast(model(preprocessor(_finite(spec, raw)), training=False), tf.float32)
 
     def serve(features):
         return {"probabilities": probabilities(features)}
@@ -138,9 +169,8 @@ def serving_functions(spec, preprocessor, model, top_k: int = 10) -> dict[str, t
         return {"outputs": tf.reshape(from_examples(inputs), [-1])}
 
     def rank(features):
-        scores = tf.reshape(probabilities(_broadcast_candidates(features)), [-1])
-        top = tf.math.top_k(scores, k=tf.minimum(top_k, tf.shape(scores)[0]))
-        return {"scores": scores, "top_k_indices": top.indices, "top_k_scores": top.values}
+        # Only per-row outputs: a batching server splits every output along dim 0.
+        return {"scores": tf.reshape(probabilities(_broadcast_candidates(features)), [-1])}
 
     raw_sig = [raw_input_signature(spec)]
     example_sig = [tf.TensorSpec([None], tf.string, name="inputs")]
@@ -153,14 +183,70 @@ def serving_functions(spec, preprocessor, model, top_k: int = 10) -> dict[str, t
     }
 
 
-def write_saved_model(spec, preprocessor, model, path: str, top_k: int = 10) -> None:
+def top_k(scores, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, scores) of the ``k`` best candidates of a ``rank`` answer, best first.
+
+    Ties go to the lower index, as with ``tf.math.top_k``. A client picks the top-k itself:
+    the ``rank`` signature returns only per-candidate scores, so that a batching server can
+    split its answer per request.
+    """
+    if k < 1:
+        raise ValueError(f"k: must be >= 1, got {k}")
+    scores = np.asarray(scores).reshape(-1)
+    order = np.argsort(-scores, kind="stable")[:k]
+    return order, scores[order]
+
+
+def set_method_names(path: str, method_names: dict[str, str] = METHOD_NAMES) -> None:
+    """Sets the SignatureDef method names in ``<path>/saved_model.pb``, atomically.
+
+    ``tf.saved_model.save`` (hence Keras' ExportArchive) writes ``tensorflow/serving/predict``
+    for every signature and has no option for another (tensorflow/tensorflow#38081), while
+    TF Serving with ``--enable_signature_method_name_check`` serves Classify only from a
+    ``.../classify`` signature and Regress only from ``.../regress``. The method name is a
+    plain field of the SavedModel proto that TF2 loading does not read, so it is set here
+    before the model is published; ``fingerprint.pb`` (a hash of saved_model.pb) is
+    written again.
+    """
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb = os.path.join(path, "saved_model.pb")
+    with open(pb, "rb") as f:
+        saved_model = saved_model_pb2.SavedModel.FromString(f.read())
+    for meta_graph in saved_model.meta_graphs:
+        for name, method in method_names.items():
+            if name not in meta_graph.signature_def:
+                raise ExportError(f"signature {name!r} is missing from {pb}")
+            meta_graph.signature_def[name].method_name = method
+    partial = pb + ".partial"
+    with open(partial, "wb") as f:
+        f.write(saved_model.SerializeToString(deterministic=True))
+    os.replace(partial, pb)
+    _write_fingerprint(path)
+
+
+def _write_fingerprint(path: str) -> None:
+    """Rewrites ``fingerprint.pb`` for the changed saved_model.pb (or removes it, which
+    loaders accept, where this TensorFlow has no fingerprinting module)."""
+    fingerprint = os.path.join(path, "fingerprint.pb")
+    try:
+        from tensorflow.python.saved_model import fingerprinting_utils
+    except ImportError:
+        if os.path.exists(fingerprint):
+            os.remove(fingerprint)
+        return
+    fingerprinting_utils.write_fingerprint(path)
+
+
+def write_saved_model(spec, preprocessor, model, path: str) -> None:
     """Writes the SavedModel (preprocessing + model + the signatures) to ``path``."""
     archive = keras.export.ExportArchive()
     archive.track(preprocessor)
     archive.track(model)
-    for name, (fn, signature) in serving_functions(spec, preprocessor, model, top_k).items():
+    for name, (fn, signature) in serving_functions(spec, preprocessor, model).items():
         archive.add_endpoint(name, fn, input_signature=signature)
     archive.write_out(path, verbose=False)
+    set_method_names(path)
     extra = os.path.join(path, "assets.extra")
     os.makedirs(extra, exist_ok=True)
     spec.save(os.path.join(extra, "feature_spec.json"))
@@ -186,9 +272,15 @@ def write_warmup(
     inputs: dict[str, np.ndarray],
     examples: np.ndarray,
     model_name: str,
-    max_rows: int = 64,
+    max_rows: int = WARMUP_ROWS,
 ) -> int:
-    """Writes predict, rank, classify and regress PredictionLogs; returns the record count.
+    """Writes a PredictionLog for every signature and request kind; returns the count.
+
+    Predict on serving_default, predict and rank; Classify with an ExampleList and with an
+    ExampleListWithContext; Regress; MultiInference (classify + regress). Every record is
+    batch-safe: all inputs of a request have the same 0th dimension (rank gets its context
+    as N rows) and every output has it too, as TF Serving's ``--enable_batching`` requires
+    of each warmup request it replays.
 
     Needs the ``serving`` extra (tensorflow-serving-api); without it, no warmup file is
     written (TF Serving loads a model without one, only its first requests are slower).
@@ -196,6 +288,8 @@ def write_warmup(
     try:
         from tensorflow_serving.apis import (
             classification_pb2,
+            inference_pb2,
+            input_pb2,
             predict_pb2,
             prediction_log_pb2,
             regression_pb2,
@@ -205,7 +299,7 @@ def write_warmup(
         return 0
     n = min(max_rows, len(examples))
     logs = []
-    for signature in ("serving_default", "rank"):
+    for signature in ("serving_default", "predict", "rank"):
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model_name
         request.model_spec.signature_name = signature
@@ -216,22 +310,41 @@ def write_warmup(
                 predict_log=prediction_log_pb2.PredictLog(request=request)
             )
         )
-    parsed = [tf.train.Example.FromString(e) for e in examples[:n]]
-    classify = classification_pb2.ClassificationRequest()
-    classify.model_spec.name = model_name
-    classify.model_spec.signature_name = "classification"
-    classify.input.example_list.examples.extend(parsed)
-    logs.append(
-        prediction_log_pb2.PredictionLog(
-            classify_log=prediction_log_pb2.ClassifyLog(request=classify)
+    example_list = input_pb2.Input()
+    example_list.example_list.examples.extend(tf.train.Example.FromString(e) for e in examples[:n])
+    # One context for all examples: row 0's context part; each example keeps the rest.
+    with_context = input_pb2.Input()
+    context = with_context.example_list_with_context
+    context.context.ParseFromString(context_split(examples[0])[0])
+    context.examples.extend(tf.train.Example.FromString(context_split(e)[1]) for e in examples[:n])
+    for request_input in (example_list, with_context):
+        classify = classification_pb2.ClassificationRequest(input=request_input)
+        classify.model_spec.name = model_name
+        classify.model_spec.signature_name = "classification"
+        logs.append(
+            prediction_log_pb2.PredictionLog(
+                classify_log=prediction_log_pb2.ClassifyLog(request=classify)
+            )
         )
-    )
-    regress = regression_pb2.RegressionRequest()
+    regress = regression_pb2.RegressionRequest(input=example_list)
     regress.model_spec.name = model_name
     regress.model_spec.signature_name = "regression"
-    regress.input.example_list.examples.extend(parsed)
     logs.append(
         prediction_log_pb2.PredictionLog(regress_log=prediction_log_pb2.RegressLog(request=regress))
+    )
+    multi = inference_pb2.MultiInferenceRequest(input=example_list)
+    for signature, method in (
+        ("classification", METHOD_NAMES["classification"]),
+        ("regression", METHOD_NAMES["regression"]),
+    ):
+        task = multi.tasks.add()
+        task.model_spec.name = model_name
+        task.model_spec.signature_name = signature
+        task.method_name = method
+    logs.append(
+        prediction_log_pb2.PredictionLog(
+            multi_inference_log=prediction_log_pb2.MultiInferenceLog(request=multi)
+        )
     )
     assert len(logs) <= MAX_WARMUP_RECORDS
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -264,10 +377,20 @@ def verify_in_fresh_process(
             expected=expected,
             **arrays,
         )
+        # Run from the directory holding this wdl_tf, so that ``-m`` finds this copy of the
+        # checker and not one in the caller's working directory.
         proc = subprocess.run(
-            [sys.executable, "-m", "wdl_tf.verify_export", path, request, str(atol)],
+            [
+                sys.executable,
+                "-m",
+                "wdl_tf.verify_export",
+                os.path.abspath(path),
+                request,
+                str(atol),
+            ],
             capture_output=True,
             text=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
         )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -304,6 +427,82 @@ def published_metrics(export_base: str) -> dict[str, Any] | None:
         return json.load(f)
 
 
+def temp_dir(export_base: str, what: str) -> str:
+    """A ``temp-<what>-<pid>@<host>`` path under ``export_base`` that this process owns.
+
+    TF Serving skips names that are not integers; the pid and host say whose it is, so a
+    later publish can tell a killed export's leftovers from a running export's work.
+    """
+    return os.path.join(export_base, f"temp-{what}-{os.getpid()}@{socket.gethostname()}")
+
+
+_TEMP_OWNER = re.compile(r"^temp-.+-(\d+)@(.+)$")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(export_base: str) -> list[str]:
+    """Removes ``temp-*`` directories whose owning process is gone; returns their names.
+
+    Only names made by `temp_dir` on this host are judged (a pid means nothing on another
+    machine sharing the directory); a live pid, or a name of any other form, is kept.
+    """
+    if not os.path.isdir(export_base):
+        return []
+    host = socket.gethostname()
+    removed = []
+    for name in sorted(os.listdir(export_base)):
+        match = _TEMP_OWNER.match(name)
+        if not match or match.group(2) != host or _process_alive(int(match.group(1))):
+            continue
+        path = os.path.join(export_base, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(name)
+    return removed
+
+
+def check_export_base(export_base: str) -> None:
+    """Fails at once (before any training) when versions cannot be written to ``export_base``.
+
+    An existing directory is probed by creating and removing a ``temp-probe-*`` directory in
+    it; a missing one must be creatable: its nearest existing ancestor a writable directory.
+    Nothing is left behind.
+
+    Raises:
+      ValueError: naming the path and the reason (a file in the way, no permission, ...).
+    """
+    allowed = "it must be a writable directory, or one that can be created"
+    existing = os.path.abspath(export_base)
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"export_base {export_base!r}: {existing!r} is not a directory; {allowed}")
+    if existing != os.path.abspath(export_base):
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(
+                f"export_base {export_base!r}: no permission to create directories in "
+                f"{existing!r}; {allowed}"
+            )
+        return
+    probe = temp_dir(export_base, "probe")
+    try:
+        os.mkdir(probe)
+        os.rmdir(probe)
+    except OSError as e:
+        raise ValueError(
+            f"export_base {export_base!r}: cannot write there ({e.strerror or e}); {allowed}"
+        ) from None
+
+
 def publish(tmp_path: str, export_base: str) -> str:
     """Renames a finished temp export to the next integer version; returns its path.
 
@@ -331,7 +530,7 @@ def prune_versions(export_base: str, keep: int) -> list[int]:
         return []
     removed = versions(export_base)[:-keep]
     for version in removed:
-        doomed = os.path.join(export_base, f"temp-removing-{version}-{os.getpid()}")
+        doomed = temp_dir(export_base, f"removing-{version}")
         os.rename(os.path.join(export_base, str(version)), doomed)
         shutil.rmtree(doomed, ignore_errors=True)
     return removed
@@ -354,7 +553,8 @@ def export_model(
       metrics: the eval metrics, stored in ``assets.extra/metrics.json`` (and gated on).
 
     Raises:
-      ExportError: a failed check; nothing is published and the temp directory is removed.
+      ExportError: a failed check or a failed write; nothing is published and the temp
+        directory is removed.
     """
     options.validate()
     if options.max_auc_drop is not None and metrics is not None:
@@ -371,10 +571,16 @@ def export_model(
     inputs = raw_inputs(spec, sample_raw)
     examples = serialized_examples(spec, inputs)
 
-    os.makedirs(export_base, exist_ok=True)
-    tmp = os.path.join(export_base, f"temp-{int(time.time() * 1000)}-{os.getpid()}")
     try:
-        write_saved_model(spec, preprocessor, model, tmp, options.top_k)
+        os.makedirs(export_base, exist_ok=True)
+        stale = remove_stale_temps(export_base)
+    except OSError as e:
+        raise ExportError(f"cannot write to export_base {export_base!r}: {e}") from None
+    if stale:
+        log.warning("removed %s, left under %s by killed exports", stale, export_base)
+    tmp = temp_dir(export_base, str(int(time.time() * 1000)))
+    try:
+        write_saved_model(spec, preprocessor, model, tmp)
         extra = os.path.join(tmp, "assets.extra")
         if metrics is not None:
             with open(os.path.join(extra, "metrics.json"), "w") as f:
@@ -382,6 +588,8 @@ def export_model(
         write_warmup(os.path.join(extra, WARMUP_FILE), inputs, examples, options.model_name)
         verify_in_fresh_process(tmp, inputs, examples, expected, options.atol)
         final = publish(tmp, export_base)
+    except (OSError, tf.errors.OpError) as e:  # TF writes files through its own file system
+        raise ExportError(f"writing the export under {export_base!r} failed: {e}") from None
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)

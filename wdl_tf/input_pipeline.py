@@ -4,9 +4,11 @@ Files are streamed line by line (or record by record), never loaded whole into P
 memory. Rows are batched first and parsed vectorized, so there is no per-example Python and
 no per-example op dispatch; the FeaturePreprocessor then runs in a parallel map.
 
-A malformed CSV row (wrong number of fields, a non-number in a numeric column, an unknown
-label) stops the pipeline with a `DataError` naming the file, the line and the field; with
-``skip_bad_rows`` the row is dropped instead and counted in a `BadRowCounter`.
+A malformed CSV row (wrong number of fields, a non-number in a numeric column, a number
+beyond float32, an unknown label) or a TFRecord holding a NaN or ±Inf number stops the
+pipeline with a `DataError` naming the file, the line (record) and the field; with
+``skip_bad_rows`` the row is dropped instead and counted in a `BadRowCounter`. Non-finite
+numbers are refused, never read as missing (docs/export_contract.md).
 """
 
 from __future__ import annotations
@@ -181,6 +183,48 @@ def _first_bad_message(bad: list[tf.Tensor], messages: list[tf.Tensor]) -> tf.Te
     return out
 
 
+def _keep_good_rows(
+    raw: dict[str, Any],
+    labels: tf.Tensor,
+    bad: list[tf.Tensor],
+    messages: list[tf.Tensor],
+    skip_bad_rows: bool,
+    counter: BadRowCounter | None,
+) -> tuple[dict[str, Any], tf.Tensor]:
+    """A parsed batch without its bad rows (counted), or failing on the first bad row.
+
+    ``bad[i]`` [B] marks the rows failing check i and ``messages[i]`` [B] says why.
+    """
+    row_message = _first_bad_message(bad, messages)
+    row_ok = tf.equal(row_message, "")
+    if skip_bad_rows:
+        if counter is not None:
+            counter.variable.assign_add(tf.reduce_sum(tf.cast(~row_ok, tf.int64)))
+        raw = {
+            k: (tf.ragged.boolean_mask if isinstance(v, tf.RaggedTensor) else tf.boolean_mask)(
+                v, row_ok
+            )
+            for k, v in raw.items()
+        }
+        return raw, tf.boolean_mask(labels, row_ok)
+    first = tf.strings.join([MALFORMED, tf.boolean_mask(row_message, ~row_ok)[:1]])
+    check = tf.debugging.Assert(tf.reduce_all(row_ok), [first], summarize=1)
+    with tf.control_dependencies([check]):
+        labels = tf.identity(labels)
+    return raw, labels
+
+
+def _not_finite(values: tf.Tensor, where: list[Any], column: str) -> tuple[tf.Tensor, tf.Tensor]:
+    """(bad [B], message [B]) of the rows whose number is NaN or ±Inf (the project refuses
+    them everywhere: docs/export_contract.md); ``where`` [B] names the file and the row."""
+    values = tf.reshape(values, [-1])
+    message = tf.strings.join(
+        where
+        + [f"field '{column}' value '", tf.strings.as_string(values), "' is not a finite number"]
+    )
+    return ~tf.math.is_finite(values), message
+
+
 def _csv_parser(spec: fs.FeatureSpec, skip_bad_rows: bool, counter: BadRowCounter | None):
     """A function (files, line numbers, lines) [B] → (raw features dict, label [B, 1])."""
     csv = spec.csv
@@ -235,6 +279,14 @@ def _csv_parser(spec: fs.FeatureSpec, skip_bad_rows: bool, counter: BadRowCounte
                     )
                 )
                 number = tf.strings.to_number(tf.where(valid, values, "0"), out_type=dtype)
+                if f.kind == fs.NUMERIC:  # e.g. 1e39 overflows float32 to inf
+                    bad.append(~miss & valid & ~tf.math.is_finite(number))
+                    messages.append(
+                        tf.strings.join(
+                            where_prefix(path, lineno, f.name)
+                            + [values, "' is not a finite float32 number"]
+                        )
+                    )
                 parsed = tf.where(miss | ~valid, tf.constant(f.raw_default, dtype), number)
             else:
                 if f.kind == fs.MULTIVALENT and f.dtype == "int":
@@ -266,19 +318,27 @@ def _csv_parser(spec: fs.FeatureSpec, skip_bad_rows: bool, counter: BadRowCounte
         )
         labels = tf.reshape(tf.cast(is_positive, tf.float32), [-1, 1])
 
-        row_message = _first_bad_message(bad, messages)
-        row_ok = tf.equal(row_message, "")
-        if skip_bad_rows:
-            if counter is not None:
-                counter.variable.assign_add(tf.reduce_sum(tf.cast(~row_ok, tf.int64)))
-            raw = {k: tf.boolean_mask(v, row_ok) for k, v in raw.items()}
-            labels = tf.boolean_mask(labels, row_ok)
-            return raw, labels
-        first = tf.strings.join([MALFORMED, tf.boolean_mask(row_message, ~row_ok)[:1]])
-        check = tf.debugging.Assert(tf.reduce_all(row_ok), [first], summarize=1)
-        with tf.control_dependencies([check]):
-            labels = tf.identity(labels)
-        return raw, labels
+        return _keep_good_rows(raw, labels, bad, messages, skip_bad_rows, counter)
+
+    return parse
+
+
+def _tfrecord_parser(spec: fs.FeatureSpec, skip_bad_rows: bool, counter: BadRowCounter | None):
+    """A function (files, record numbers, records) [B] → (raw features dict, label [B, 1]).
+
+    tf.io.parse_example checks types and value counts (failing the batch); this adds the
+    row check parse_example lacks: a NaN or ±Inf number is a bad row, named by file, record
+    number and field, or dropped and counted with ``skip_bad_rows``.
+    """
+    numeric = [f.name for f in spec.features if f.kind == fs.NUMERIC] + [spec.label.name]
+
+    def parse(path, number, records):
+        raw, labels = parse_examples(spec, records)
+        where = [path, ":record ", tf.strings.as_string(number), ": "]
+        columns = {**raw, spec.label.name: labels}
+        checks = [_not_finite(columns[name], where, name) for name in numeric]
+        bad, messages = [c[0] for c in checks], [c[1] for c in checks]
+        return _keep_good_rows(raw, labels, bad, messages, skip_bad_rows, counter)
 
     return parse
 
@@ -297,49 +357,108 @@ def example_parse_spec(spec: fs.FeatureSpec, with_label: bool = True) -> dict[st
     return out
 
 
-def _decode(serialized: tf.Tensor, message: str, field: str, dtype) -> tuple[tf.Tensor, tf.Tensor]:
-    """(sizes [N], values [N, max size]) of one field of N serialized protos."""
-    result = tf.io.decode_proto(serialized, message, [field], [dtype])
-    return result.sizes[:, 0], result.values[0]
+def _decode(
+    serialized: tf.Tensor, message: str, fields: list[str], dtypes: list
+) -> tuple[tf.Tensor, list[tf.Tensor]]:
+    """(sizes [N, F], values: per field [N, max size]) of N serialized protos, N may be 0.
+
+    decode_proto refuses an empty input, so one empty proto is decoded after the N.
+    """
+    result = tf.io.decode_proto(tf.concat([serialized, [""]], 0), message, fields, dtypes)
+    return result.sizes[:-1], [v[:-1] for v in result.values]
 
 
 def numeric_from_examples(
     serialized: tf.Tensor, features: list[fs.FeatureConfig]
 ) -> dict[str, tf.Tensor]:
-    """Numeric features [B, 1] float32 from serialized tf.Examples, floats or int64s alike.
+    """Numeric features [B, 1] float32 from serialized tf.Examples, as protobuf parses them.
 
-    TF Serving's REST Classify/Regress turn a JSON integer literal (``39``) into an int64_list
-    feature, which ``tf.io.parse_example`` rejects for a float feature. This decodes the
-    Example protos directly (``tf.io.decode_proto``) and takes each feature's first value
-    from whichever list holds it; an absent feature gets its default.
+    Why not ``tf.io.parse_example``: TF Serving's REST Classify/Regress turn a JSON integer
+    literal (``39``) into an int64_list, which parse_example refuses for a float feature.
+    Why not ``decode_proto`` of ``Example.features``: TF Serving's ExampleListWithContext
+    reaches the model as the serialized context followed by the serialized example, which
+    protobuf parses as the two merged (the ``features`` field appears twice, its map
+    entries concatenate and the last entry of a key wins); decode_proto keeps only the last
+    occurrence of a singular field, losing the context. So this reads every ``features``
+    occurrence (wire field 1, length-delimited and repeated, exactly as
+    ``tensorflow.BytesList.value``), takes every map entry in wire order and keeps the last
+    one of each key.
+
+    Per feature: absent (or a Feature with no list set) → its default; one float or one
+    int64 → that number. A bytes_list, or any other number of values, fails the request with
+    InvalidArgument naming the feature, as parse_example does for the other kinds.
     """
     batch = tf.shape(serialized)[0]
-    _, feats = _decode(serialized, "tensorflow.Example", "features", tf.string)
-    sizes, entries = _decode(tf.reshape(feats, [-1]), "tensorflow.Features", "feature", tf.string)
-    present = tf.sequence_mask(sizes, tf.shape(entries)[1])
-    flat = tf.boolean_mask(entries, present)
-    rows = tf.boolean_mask(tf.broadcast_to(tf.range(batch)[:, None], tf.shape(entries)), present)
-    entry = tf.io.decode_proto(
-        flat, "tensorflow.Features.FeatureEntry", ["key", "value"], [tf.string, tf.string]
+    n_parts, (parts,) = _decode(serialized, "tensorflow.BytesList", ["value"], [tf.string])
+    part_mask = tf.sequence_mask(n_parts[:, 0], tf.shape(parts)[1])
+    part_rows = tf.boolean_mask(
+        tf.broadcast_to(tf.range(batch)[:, None], tf.shape(parts)), part_mask
     )
-    keys, values = tf.reshape(entry.values[0], [-1]), tf.reshape(entry.values[1], [-1])
-    lists = tf.io.decode_proto(
-        values, "tensorflow.Feature", ["float_list", "int64_list"], [tf.string, tf.string]
+    sizes, (entries,) = _decode(
+        tf.boolean_mask(parts, part_mask), "tensorflow.Features", ["feature"], [tf.string]
     )
-    float_lists = tf.reshape(lists.values[0], [-1])
-    int_lists = tf.reshape(lists.values[1], [-1])
-    n_float, floats = _decode(float_lists, "tensorflow.FloatList", "value", tf.float32)
-    n_int, ints = _decode(int_lists, "tensorflow.Int64List", "value", tf.int64)
-    first_float = tf.pad(floats, [[0, 0], [0, 1]])[:, 0]
-    first_int = tf.cast(tf.pad(ints, [[0, 0], [0, 1]])[:, 0], tf.float32)
-    value = tf.where(n_float > 0, first_float, first_int)
-    has_value = (n_float > 0) | (n_int > 0)
+    present = tf.sequence_mask(sizes[:, 0], tf.shape(entries)[1])
+    rows = tf.boolean_mask(tf.broadcast_to(part_rows[:, None], tf.shape(entries)), present)
+    _, (keys, values) = _decode(
+        tf.boolean_mask(entries, present),
+        "tensorflow.Features.FeatureEntry",
+        ["key", "value"],
+        [tf.string, tf.string],
+    )
+    lists = ["bytes_list", "float_list", "int64_list"]
+    kinds, (_, float_lists, int_lists) = _decode(
+        tf.reshape(values, [-1]), "tensorflow.Feature", lists, [tf.string] * 3
+    )
+    keys = tf.reshape(keys, [-1])
+    is_bytes, is_float, is_int = (kinds[:, i] > 0 for i in range(3))
+    n_float, (floats,) = _decode(
+        tf.reshape(float_lists, [-1]), "tensorflow.FloatList", ["value"], [tf.float32]
+    )
+    n_int, (ints,) = _decode(
+        tf.reshape(int_lists, [-1]), "tensorflow.Int64List", ["value"], [tf.int64]
+    )
+    count = tf.where(is_float, n_float[:, 0], n_int[:, 0])
+    first = tf.where(
+        is_float,
+        tf.pad(floats, [[0, 0], [0, 1]])[:, 0],
+        tf.cast(tf.pad(ints, [[0, 0], [0, 1]])[:, 0], tf.float32),
+    )
+    # Entries of a row are consecutive and in wire order: a larger index is a later entry.
+    order = tf.range(tf.size(keys))
+    # One sentinel entry at index size(keys) stands for "absent".
+    kind_set, is_bytes, count, first = (
+        tf.concat([x, [fill]], 0)
+        for x, fill in (
+            (is_bytes | is_float | is_int, False),
+            (is_bytes, False),
+            (count, 1),
+            (first, 0.0),
+        )
+    )
     out = {}
     for f in features:
-        hit = tf.cast(tf.equal(keys, f.name) & has_value, tf.float32)
-        found = tf.math.unsorted_segment_sum(hit, rows, batch) > 0
-        total = tf.math.unsorted_segment_sum(value * hit, rows, batch)
-        out[f.name] = tf.reshape(tf.where(found, total, float(f.raw_default)), [-1, 1])
+        last = tf.math.unsorted_segment_max(
+            tf.where(tf.equal(keys, f.name), order, -1), rows, batch
+        )
+        # No entry for the key (-1, or the lowest int32 for a row without entries).
+        last = tf.where(last >= 0, last, tf.size(keys))
+        has, n = tf.gather(kind_set, last), tf.gather(count, last)
+        checks = [
+            tf.debugging.Assert(
+                ~tf.reduce_any(tf.gather(is_bytes, last)),
+                [f"feature {f.name} is numeric: send a float or int64 value, not bytes"],
+            ),
+            tf.debugging.Assert(
+                tf.reduce_all(~has | tf.equal(n, 1)),
+                [
+                    f"feature {f.name} is numeric: it takes exactly one value, got",
+                    tf.boolean_mask(n, has & tf.not_equal(n, 1))[:1],
+                ],
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            value = tf.where(has, tf.gather(first, last), float(f.raw_default))
+        out[f.name] = tf.reshape(value, [-1, 1])
     return out
 
 
@@ -404,16 +523,14 @@ def read_raw(
         files = files[opts.shard_index :: opts.num_shards]
     if kinds.pop():
         ds = _records(files, opts, lambda p, c: tf.data.TFRecordDataset(p, compression_type=c))
-        ds = ds.map(lambda path, number, record: record)
         if row_shards:
             ds = ds.shard(opts.num_shards, opts.shard_index)
         if opts.max_rows is not None:
             ds = ds.take(opts.max_rows)
         if opts.shuffle:
             ds = ds.shuffle(opts.shuffle_buffer, seed=opts.seed, reshuffle_each_iteration=True)
-        return ds.batch(opts.batch_size).map(
-            lambda s: parse_examples(spec, s), num_parallel_calls=AUTOTUNE
-        )
+        parser = _tfrecord_parser(spec, opts.skip_bad_rows, counter)
+        return ds.batch(opts.batch_size).map(parser, num_parallel_calls=AUTOTUNE)
     ds = _lines(files, spec, opts)
     if row_shards:
         ds = ds.shard(opts.num_shards, opts.shard_index)

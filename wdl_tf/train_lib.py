@@ -55,6 +55,15 @@ class TrainResult:
     initial_epoch: int
 
 
+class ExportFailed(export_lib.ExportError):
+    """Training and evaluation finished (``result``, metrics.json written) but the export
+    failed; nothing was published."""
+
+    def __init__(self, message: str, result: TrainResult):
+        super().__init__(message)
+        self.result = result
+
+
 # Beside ``ckpt-<N>`` in step-checkpoint runs: {"epoch", "step_in_epoch", "global_step"}.
 POSITION_SUFFIX = ".position.json"
 
@@ -341,8 +350,10 @@ def _undistributed_copy(config: TrainConfig, state, spec, model) -> tuple:
 def train_and_evaluate(config: TrainConfig) -> TrainResult:
     """Runs (or resumes) training, evaluates, writes metrics.json and exports a SavedModel.
 
-    Bad input (config, TF_CONFIG, files, sharding) is a ValueError before training. Under a
-    multi-worker strategy a non-chief worker returns empty metrics and no export.
+    Bad input (config, TF_CONFIG, files, sharding, an export_base where nothing can be
+    written) is a ValueError before training. A failed export raises `ExportFailed`, which
+    carries the metrics. Under a multi-worker strategy a non-chief worker returns empty
+    metrics and no export.
     """
     config.validate()
     kind, task = distribute.resolve(config.distribution)
@@ -351,6 +362,8 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
     shards = distribute.plan_shards(config.data.shard_policy, train_files, task)
     # MultiWorkerMirroredStrategy must be created before the process's first TensorFlow op.
     runtime = distribute.make_runtime(kind, task)
+    if runtime.is_chief and config.export_base:
+        export_lib.check_export_base(config.export_base)  # fail now, not after training
     runtime.per_replica_batch(config.data.batch_size)  # divisible, or ValueError
     work_dir = runtime.work_dir(config.model_dir)
     if not runtime.is_chief:
@@ -437,9 +450,13 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
             _read_options(config, training=False), batch_size=64, max_rows=64, skip_bad_rows=True
         )
         sample_raw, _ = next(iter(input_pipeline.read_raw(spec, eval_files, sample_opts)))
-        export_path = export_lib.export_model(
-            spec, preprocessor, model, config.export_base, sample_raw, results, config.export
-        )
+        try:
+            export_path = export_lib.export_model(
+                spec, preprocessor, model, config.export_base, sample_raw, results, config.export
+            )
+        except export_lib.ExportError as e:
+            failed = TrainResult(results, None, counter.count, initial_epoch)
+            raise ExportFailed(str(e), failed) from e
     return TrainResult(results, export_path, counter.count, initial_epoch)
 
 
