@@ -24,8 +24,21 @@ setup(
     ],
     extras_require={
         # The serving tests run real gRPC servers and clients, so tests need the serving extra.
-        "test": ["pytest>=7", "ruff", "tensorflow-serving-api>=2.16", "grpcio>=1.24.3"],
-        "serving": ["tensorflow-serving-api>=2.16", "grpcio>=1.24.3"],
+        "test": [
+            "pytest>=7",
+            "ruff",
+            "tensorflow-serving-api>=2.16",
+            "grpcio>=1.24.3",
+            "aiohttp>=3.9",
+            "prometheus-client>=0.17",
+        ],
+        # The local server's REST front is aiohttp; its metrics use prometheus-client.
+        "serving": [
+            "tensorflow-serving-api>=2.16",
+            "grpcio>=1.24.3",
+            "aiohttp>=3.9",
+            "prometheus-client>=0.17",
+        ],
     },
     entry_points={
         "console_scripts": [

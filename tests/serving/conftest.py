@@ -223,6 +223,7 @@ model_config_list {{
         batch_timeout_micros=100_000,
         enable_model_warmup=False,
         grpc_workers=16,
+        allow_version_labels_for_unavailable_models=True,
     )
     server.start()
     reference = tf.saved_model.load(exported)
