@@ -1,4 +1,4 @@
-"""Clients of TensorFlow Serving's gRPC and REST APIs (../shared/docs/tf_serving_contract.md).
+"""Clients of TensorFlow Serving's gRPC and REST APIs (tf_serving/README.md, Contract rules).
 
 Both clients have the same methods and return the same Python values::
 

@@ -89,6 +89,7 @@ class Served:
     export_path: str  # the trained version (a SavedModel dir)
     census_base: str
     reload_base: str
+    config_path: str  # the models.config the server started with
     reference: Any  # tf.saved_model.load(export_path)
     inputs: dict[str, tf.DType]  # serving_default inputs → dtype
     rows: list[dict[str, Any]]  # one value per input
@@ -241,6 +242,7 @@ model_config_list {{
             export_path=exported,
             census_base=str(census),
             reload_base=str(reload),
+            config_path=str(config),
             reference=reference,
             inputs=inputs,
             rows=_make_rows(inputs),

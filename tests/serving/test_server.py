@@ -1,6 +1,6 @@
 """The local TF-Serving-compatible server against a real exported Wide & Deep model.
 
-Covers the contract in shared/docs/tf_serving_contract.md: REST predict (row/columnar),
+Covers the contract in tf_serving/README.md (Contract rules): REST predict (row/columnar),
 classify/regress, status, metadata and error answers; gRPC Predict/Classify/Regress/
 MultiInference/GetModelMetadata/GetModelStatus; version policies, labels, hot reload,
 broken versions, batching; and the pure helpers (config parsing, JSON conversions).

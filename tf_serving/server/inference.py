@@ -86,7 +86,7 @@ def check_finite(inputs: Mapping[str, np.ndarray]) -> None:
             continue
         index = tuple(int(i) for i in np.argwhere(~finite)[0])
         raise invalid(
-            f"Input {alias} has a non-finite value {value[index]!r} at index "
+            f"Input {alias} has a non-finite value {float(value[index])} at index "
             f"[{','.join(map(str, index))}]: {NON_FINITE_RULE}"
         )
 
