@@ -8,6 +8,8 @@ in-process on free loopback ports, from a models.config with two models:
 * ``reload``: version 1, policy ``latest``; the hot-reload and broken-version tests publish
   new versions into it.
 
+Monitoring is on (``/monitoring/prometheus/metrics``).
+
 Clients are plain ``grpc`` stubs and ``urllib.request`` (not the project's client module).
 """
 
@@ -225,6 +227,7 @@ model_config_list {{
         enable_model_warmup=False,
         grpc_workers=16,
         allow_version_labels_for_unavailable_models=True,
+        monitoring=True,
     )
     server.start()
     reference = tf.saved_model.load(exported)
