@@ -250,7 +250,7 @@ class HttpFront:
             try:
                 body = await self._read_body(request)
             except _TooLarge as e:
-                self._observe(Answer(413, code="INVALID_ARGUMENT"), loop.time() - start, "")
+                self._observe(Answer(413, code="RESOURCE_EXHAUSTED"), loop.time() - start, "")
                 return _json_response(
                     413,
                     f"Request body too large: {e}; the limit is {self.max_body_bytes} bytes "
