@@ -173,13 +173,16 @@ def _prepare_inputs(
 def _text_array(value: Any, as_bytes: bool = True) -> np.ndarray:
     """An object array of bytes (or, ``as_bytes=False``, of str and bytes as given)."""
     arr = np.asarray(value, dtype=object)
-    flat = []
-    for v in arr.reshape(-1):
+    flat = arr.reshape(-1).tolist()
+    for i, v in enumerate(flat):
         if isinstance(v, str):
-            v = v.encode() if as_bytes else str(v)
-        elif not isinstance(v, bytes):
+            if as_bytes:
+                flat[i] = v.encode()
+        elif isinstance(v, bytes):
+            if type(v) is not bytes:  # np.bytes_
+                flat[i] = bytes(v)
+        else:
             raise ValueError(f"expected strings or bytes, got {v!r}")
-        flat.append(bytes(v) if isinstance(v, bytes) else v)
     out = np.empty(len(flat), dtype=object)
     out[:] = flat
     return out.reshape(arr.shape)
@@ -476,13 +479,14 @@ class GrpcClient:
         output_filter: Iterable[str] | None = None,
         dtypes: Mapping[str, Any] | None = None,
     ):
-        import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
+
+        from tf_serving.tensors import tensor_proto
 
         request = predict_pb2.PredictRequest()
         self._model_spec(request.model_spec, signature_name, version, label)
         for name, arr in _prepare_inputs(inputs, dtypes).items():
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(arr))
+            request.inputs[name].CopyFrom(tensor_proto(arr))
         if output_filter:
             request.output_filter.extend(output_filter)
         return request
@@ -519,13 +523,13 @@ class GrpcClient:
         dtypes: Mapping[str, Any] | None = None,
     ) -> dict[str, np.ndarray]:
         """Predict: input tensors by name → output tensors by alias."""
-        import tensorflow as tf
+        from tf_serving.tensors import tensor_array
 
         request = self.predict_request(
             inputs, signature_name, version, label, output_filter, dtypes
         )
         response = self._call(self.prediction.Predict, request)
-        return {name: tf.make_ndarray(t) for name, t in response.outputs.items()}
+        return {name: tensor_array(t) for name, t in response.outputs.items()}
 
     def classify(
         self,

@@ -26,6 +26,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import classification_pb2, predict_pb2, regression_pb2
 
 from tf_serving import client as cl
+from tf_serving import tensors
 from tf_serving.client import GrpcClient, RestClient, ServingError
 from tf_serving.server import ModelServer
 from wdl_tf import datasets
@@ -131,6 +132,28 @@ def test_predict_request_proto():
     labelled = client.predict_request({"x": [[1.0]]}, label="canary", dtypes={"x": "DT_DOUBLE"})
     assert labelled.model_spec.version_label == "canary"
     assert labelled.inputs["x"].dtype == tf.float64.as_datatype_enum
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.array([[1.5], [-2.0]], np.float32),
+        np.arange(6, dtype=np.int64).reshape(2, 3),
+        np.array([True, False]),
+        np.array(3.0, np.float64),
+        np.zeros((0, 1), np.float32),
+        np.array([1, 2], np.int32),
+        cl._text_array([["a"], ["bé"], [np.str_("c")], [b"\x00\xff"]]),
+    ],
+    ids=["float32", "int64", "bool", "scalar", "empty", "int32", "strings"],
+)
+def test_tensor_protos_match_tensorflows(value):
+    ours, theirs = tensors.tensor_proto(value), tf.make_tensor_proto(value)
+    assert ours.dtype == theirs.dtype and ours.tensor_shape == theirs.tensor_shape
+    for proto in (ours, theirs):  # each side reads what the other wrote
+        got, want = tensors.tensor_array(proto), tf.make_ndarray(proto)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        assert got.tolist() == want.tolist()
 
 
 def test_classify_and_regress_request_protos():

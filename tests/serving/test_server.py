@@ -898,3 +898,24 @@ def test_start_stop_without_models_and_port_conflict():
         server.stop()
         assert time.monotonic() - t < 10
     server.stop()  # idempotent
+
+
+def test_large_row_wise_requests_run_in_slices_with_the_same_outputs(served):
+    from tf_serving.server.runner import Runner
+    from tf_serving.server.servables import Servable
+
+    servable = Servable("census", 1, served.export_path)
+    rows = [dict(served.rows[i % 3], age=20.0 + i) for i in range(7)]
+    inputs = served.columns(rows)
+    whole = Runner(batching_signatures=("predict",))
+    sliced = Runner(batching_signatures=("predict",), max_rows_per_call=3)
+    for runner in (whole, sliced):
+        out = runner.run_predict(servable, servable.signatures["predict"], dict(inputs))
+        np.testing.assert_allclose(
+            out["probabilities"],
+            served.run_reference("predict", **inputs)["probabilities"],
+            atol=ATOL,
+        )
+        assert out["class_ids"].shape == (7, 1)
+    with pytest.raises(ValueError, match="max_rows_per_call must be >= 1"):
+        Runner(max_rows_per_call=0)

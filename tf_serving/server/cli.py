@@ -10,6 +10,7 @@ from tf_serving import config as cfg
 from tf_serving.server import http_front
 from tf_serving.server.grpc_front import DEFAULT_GRPC_WORKERS
 from tf_serving.server.model_server import DEFAULT_BATCHING_SIGNATURES, serve
+from tf_serving.server.runner import DEFAULT_MAX_ROWS_PER_CALL
 
 
 def _bool(text: str) -> bool:
@@ -42,6 +43,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
     add("--max_batch_size", type=int, default=128)
     add("--batch_timeout_micros", type=int, default=1000)
     add("--batching_signatures", default=",".join(DEFAULT_BATCHING_SIGNATURES))
+    add(
+        "--max_rows_per_call",
+        type=int,
+        default=DEFAULT_MAX_ROWS_PER_CALL,
+        help="larger row-wise requests run in slices of this many rows",
+    )
     add("--grpc_workers", type=int, default=DEFAULT_GRPC_WORKERS)
     add("--max_body_bytes", type=int, default=http_front.DEFAULT_MAX_BODY_BYTES)
     add("--max_in_flight_requests", type=int, default=http_front.DEFAULT_MAX_IN_FLIGHT)
@@ -83,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             max_batch_size=args.max_batch_size,
             batch_timeout_micros=args.batch_timeout_micros,
             batching_signatures=[s for s in args.batching_signatures.split(",") if s],
+            max_rows_per_call=args.max_rows_per_call,
             grpc_workers=args.grpc_workers,
             max_body_bytes=args.max_body_bytes,
             max_in_flight_requests=args.max_in_flight_requests,

@@ -33,7 +33,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from tf_serving import config as cfg
 from tf_serving.server import inference as inf
 from tf_serving.server.batching import Batcher
-from tf_serving.server.runner import Runner
+from tf_serving.server.runner import DEFAULT_MAX_ROWS_PER_CALL, Runner
 from tf_serving.server.servables import (
     AVAILABLE,
     END,
@@ -101,7 +101,7 @@ class ServingCore:
       allow_version_labels_for_unavailable_models: TF Serving's flag of that name: a new
         label may point at a version that is not (yet) AVAILABLE; without it every label
         must point at an AVAILABLE version, so labels in the initial config are refused.
-      batcher: merges concurrent Predict calls of ``batching_signatures`` (None = off).
+      batcher, batching_signatures, max_rows_per_call: see `Runner`.
     """
 
     def __init__(
@@ -115,6 +115,7 @@ class ServingCore:
         allow_version_labels_for_unavailable_models: bool = False,
         batcher: Batcher | None = None,
         batching_signatures: Iterable[str] = (),
+        max_rows_per_call: int = DEFAULT_MAX_ROWS_PER_CALL,
     ):
         models = list(models)
         names = [m.name for m in models]
@@ -127,7 +128,7 @@ class ServingCore:
         self.max_num_load_retries = max_num_load_retries
         self.load_retry_interval_s = load_retry_interval_s
         self.allow_unavailable_labels = allow_version_labels_for_unavailable_models
-        self.runner = Runner(batcher, batching_signatures)
+        self.runner = Runner(batcher, batching_signatures, max_rows_per_call)
         self._lock = threading.Lock()  # guards _models and every VersionRecord
         self._poll_lock = threading.RLock()  # one reconcile at a time
         self._models: dict[str, Model] = {}

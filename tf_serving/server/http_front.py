@@ -75,6 +75,10 @@ class _Protocol(RequestHandler):
 
     __slots__ = ()
 
+    def close_after_response(self) -> None:
+        """Close once the answer is written, without reading the rest of a broken body."""
+        self._lingering_time = 0.0
+
     def data_received(self, data: bytes) -> None:
         waiting = len(self._messages)
         super().data_received(data)
@@ -258,6 +262,8 @@ class HttpFront:
                     close=True,
                 )
             except HttpProcessingError as e:
+                if isinstance(request.protocol, _Protocol):
+                    request.protocol.close_after_response()
                 return _json_response(400, f"Malformed HTTP request: {e.message[:300]}", close=True)
             size = len(body)
             answer = await loop.run_in_executor(

@@ -12,13 +12,13 @@ import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import input_pb2
 
 from tf_serving.server.servables import DEFAULT_SIGNATURE, Servable, Signature
 from tf_serving.server.status import dtype_name, failed_precondition, invalid
+from tf_serving.tensors import tensor_array, tensor_proto
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
@@ -123,13 +123,13 @@ def tensor_to_array(alias: str, proto: tensor_pb2.TensorProto, want: int) -> np.
             f"{dtype_name(proto.dtype)} is provided"
         )
     try:
-        return tf.make_ndarray(proto)
+        return tensor_array(proto)
     except Exception as e:
         raise invalid(f"tensor parsing error: {alias}") from e
 
 
 def array_to_tensor(value: np.ndarray) -> tensor_pb2.TensorProto:
-    return tf.make_tensor_proto(value)
+    return tensor_proto(value)
 
 
 def examples_tensor(input_proto: input_pb2.Input) -> np.ndarray:

@@ -18,7 +18,7 @@ from tf_serving.server.core import ServingCore, models_from_config
 from tf_serving.server.grpc_front import DEFAULT_GRPC_WORKERS, start_grpc_server
 from tf_serving.server.metrics import Metrics
 from tf_serving.server.rest_api import Answer, RestApi
-from tf_serving.server.runner import Runner
+from tf_serving.server.runner import DEFAULT_MAX_ROWS_PER_CALL, Runner
 
 log = logging.getLogger("tf_serving")
 
@@ -50,8 +50,10 @@ class ModelServer:
       allow_version_labels_for_unavailable_models: see `ServingCore`.
       batching: merge concurrent Predict requests (`Batcher`); off by default.
       max_batch_size / batch_timeout_micros: the batcher's limits.
-      batching_signatures: signatures whose Predict requests are batched; each must be
-        row-wise (output row i depends only on input row i).
+      batching_signatures: the row-wise signatures (output row i depends only on input row
+        i): their Predict requests are batched (with ``batching``) and sliced.
+      max_rows_per_call: a request to a row-wise signature with more rows runs in slices
+        of this many rows (bounded model memory; same outputs).
       enable_model_warmup: replay ``assets.extra/tf_serving_warmup_requests`` on load.
       max_num_load_retries / load_retry_interval_s: retries of a version that failed.
 
@@ -84,6 +86,7 @@ class ModelServer:
         max_batch_size: int = 128,
         batch_timeout_micros: int = 1000,
         batching_signatures: Iterable[str] = DEFAULT_BATCHING_SIGNATURES,
+        max_rows_per_call: int = DEFAULT_MAX_ROWS_PER_CALL,
         enable_model_warmup: bool = True,
         max_num_load_retries: int = 5,
         load_retry_interval_s: float = 60.0,
@@ -116,6 +119,7 @@ class ModelServer:
             allow_version_labels_for_unavailable_models=allow_version_labels_for_unavailable_models,
             batcher=batcher if batching else None,
             batching_signatures=batching_signatures,
+            max_rows_per_call=max_rows_per_call,
         )
         self.metrics: Metrics | None = None
         if monitoring:
