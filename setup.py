@@ -23,16 +23,24 @@ setup(
         "numpy",
     ],
     extras_require={
-        # The serving tests run real gRPC servers and clients, and tests/test_tune.py runs real
-        # searches, so tests need the serving and tune extras.
+        # The serving tests run real gRPC/HTTP servers and clients, and tests/test_tune.py runs
+        # real searches, so tests need the serving and tune extras.
         "test": [
             "pytest>=7",
             "ruff",
             "tensorflow-serving-api>=2.16",
             "grpcio>=1.24.3",
+            "aiohttp>=3.9",
+            "prometheus-client>=0.17",
             "keras-tuner[bayesian]>=1.4,<2",
         ],
-        "serving": ["tensorflow-serving-api>=2.16", "grpcio>=1.24.3"],
+        # The local server's REST front is aiohttp; its metrics use prometheus-client.
+        "serving": [
+            "tensorflow-serving-api>=2.16",
+            "grpcio>=1.24.3",
+            "aiohttp>=3.9",
+            "prometheus-client>=0.17",
+        ],
         # scripts/tune.py; [bayesian] brings scikit-learn for the Gaussian-process oracle.
         "tune": ["keras-tuner[bayesian]>=1.4,<2"],
     },

@@ -19,6 +19,17 @@ Reported (JSON with ``--output_json``, Markdown with ``--output_md``, printed to
    second (at 10 s, at the end, growth after the first 10 s).
 4. A hot reload at mid-soak (version 2 published as ``temp-x`` then renamed): time until
    version 2 is AVAILABLE, and requests that failed during the reload.
+5. ``--keepalive_clients`` (200) REST clients, each on its own keep-alive connection, for
+   ``--keepalive_seconds`` (10): requests, failed, latency.
+6. The body limit (``--body_limit_mib``, the server's ``--max_body_bytes``) on raw
+   sockets: how fast a chunk size of -1, a Content-Length over the limit and a chunked body
+   over the limit are answered, and how much of that body was sent before the answer.
+7. One Predict request with a body just under the limit (``instances`` rows): server RSS
+   before, at its peak (sampled every 10 ms) and 2 s after.
+8. Where the time of one gRPC ``rank`` call goes: client encode, serialization, server
+   parse and decode, checks, the model (numpy inputs, as the server calls it), server
+   encode, client decode, each timed in this process with the server's own functions;
+   transport and dispatch are the gRPC p50 minus their sum.
 """
 
 from __future__ import annotations
@@ -40,6 +51,9 @@ import time
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # this checkout's packages, also for the server subprocess
+    sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
@@ -61,6 +75,10 @@ flags.DEFINE_list("concurrency", ["1", "4", "16"], "Concurrent clients per point
 flags.DEFINE_integer("in_process_iters", 200, "Timed in-process calls (after warm-up).")
 flags.DEFINE_float("startup_timeout", 300.0, "Seconds to wait for the server / version 2.")
 flags.DEFINE_bool("quick", False, "Tiny model (16, 8) and short points: < 60 s in all.")
+flags.DEFINE_integer("keepalive_clients", 200, "Concurrent keep-alive REST clients.")
+flags.DEFINE_float("keepalive_seconds", 10.0, "Seconds of the keep-alive REST point.")
+flags.DEFINE_integer("body_limit_mib", 64, "The server's --max_body_bytes, in MiB.")
+flags.DEFINE_integer("profile_iters", 200, "Timed iterations per step of the gRPC profile.")
 flags.DEFINE_string("output_json", None, "Write the report here as JSON.")
 flags.DEFINE_string("output_md", None, "Write the Markdown table here.")
 
@@ -200,7 +218,7 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m tf_serving.server`` on free loopback ports."""
 
-    def __init__(self, base_path: str, log_path: str):
+    def __init__(self, base_path: str, log_path: str, max_body_bytes: int = 64 << 20):
         self.grpc_port, self.rest_port = free_port(), free_port()
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(
@@ -214,9 +232,11 @@ class ServerProcess:
                 f"--rest_api_port={self.rest_port}",
                 f"--host={HOST}",
                 "--file_system_poll_wait_seconds=0.5",
+                f"--max_body_bytes={max_body_bytes}",
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            cwd=ROOT,
             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
         )
 
@@ -432,6 +452,303 @@ def run_soak(
 
 
 # ----------------------------------------------------------------------------------------
+# Hostile and busy clients (REST front), memory, and the gRPC profile.
+
+
+def rank_body(request: tuple) -> bytes:
+    """The rank request as the REST client sends it (columnar JSON)."""
+    from tf_serving.client import RestClient, _rank_inputs
+
+    context, candidates, dtypes = request
+    single = {k: v[0] for k, v in context.items()}
+    inputs = _rank_inputs(single, candidates)
+    return json.dumps(RestClient.predict_body(inputs, "rank", True, dtypes)).encode()
+
+
+def run_keepalive(server: ServerProcess, body: bytes, clients: int, seconds: float) -> dict:
+    """``clients`` threads, each on one keep-alive connection, POSTing ``body`` for ``seconds``."""
+    import http.client
+
+    path = f"/v1/models/{MODEL_NAME}:predict"
+    headers = {"Content-Type": "application/json"}
+    latencies: list[float] = []
+    failures: list[str] = []
+    counts = {"requests": 0, "failed": 0, "connections": 0}
+    lock = threading.Lock()
+    barrier = threading.Barrier(clients)
+    deadline: list[float] = []
+
+    def worker() -> None:
+        connection = http.client.HTTPConnection(HOST, server.rest_port, timeout=60)
+        mine, failed, errors = [], 0, []
+        try:
+            barrier.wait(120)
+            for _ in range(MAX_REQUESTS_PER_CLIENT):
+                start = time.monotonic()
+                if start >= deadline[0]:
+                    break
+                try:
+                    connection.request("POST", path, body, headers)
+                    response = connection.getresponse()
+                    response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"HTTP {response.status}")
+                    mine.append(time.monotonic() - start)
+                except Exception as e:  # noqa: BLE001 - every failure is counted
+                    failed += 1
+                    errors.append(repr(e)[:200])
+                    connection.close()
+                    connection = http.client.HTTPConnection(HOST, server.rest_port, timeout=60)
+        finally:
+            connection.close()
+            with lock:
+                latencies.extend(mine)
+                counts["requests"] += len(mine) + failed
+                counts["failed"] += failed
+                failures.extend(errors[: max(0, 10 - len(failures))])
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
+    t0 = time.monotonic()
+    deadline.append(t0 + 120 + seconds)  # reset once every thread is connected
+    for t in threads:
+        t.start()
+    while barrier.n_waiting < clients and any(t.is_alive() for t in threads):
+        if time.monotonic() - t0 > 120:
+            break
+        time.sleep(0.01)
+    start = time.monotonic()
+    deadline[0] = start + seconds
+    for t in threads:
+        t.join(seconds + 180)
+    wall = max(time.monotonic() - start, 1e-9)
+    return {
+        "clients": clients,
+        "seconds": round(wall, 2),
+        **counts,
+        "requests_per_s": len(latencies) / wall,
+        **percentiles(latencies),
+        "errors": failures,
+    }
+
+
+def _raw_answer(sock, timeout: float) -> tuple[int, float, bytes]:
+    """(status, seconds to the status line, body start) of the next response on ``sock``."""
+    sock.settimeout(timeout)
+    start = time.monotonic()
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    elapsed = time.monotonic() - start
+    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
+    return status, elapsed, data.split(b"\r\n\r\n", 1)[-1][:200]
+
+
+def check_limits(server: ServerProcess, limit: int) -> dict[str, Any]:
+    """The body limit on raw sockets: each case's status and seconds to the answer."""
+    head = (
+        f"POST /v1/models/{MODEL_NAME}:predict HTTP/1.1\r\nHost: {HOST}\r\n".encode()
+        + b"Content-Type: application/json\r\n"
+    )
+    out: dict[str, Any] = {}
+
+    def case(name: str, first: bytes, stream: bytes = b"", stream_max: int = 0) -> None:
+        sock = socket.create_connection((HOST, server.rest_port), timeout=30)
+        sent = 0
+        try:
+            sock.sendall(first)
+            start = time.monotonic()
+            sock.setblocking(False)
+            offset = 0
+            while stream and sent < stream_max:  # keep sending until the server answers
+                try:
+                    if sock.recv(1, socket.MSG_PEEK):
+                        break
+                except BlockingIOError:
+                    pass
+                try:
+                    n = sock.send(stream[offset:])
+                except BlockingIOError:
+                    time.sleep(0.001)
+                    continue
+                except OSError:
+                    break
+                sent += n
+                offset = (offset + n) % len(stream)
+            sock.setblocking(True)
+            status, _, body = _raw_answer(sock, 30)
+            out[name] = {
+                "status": status,
+                "seconds": round(time.monotonic() - start, 4),
+                "body_bytes_sent_after_headers": sent,
+                "answer": body.decode("utf-8", "replace"),
+            }
+        except OSError as e:
+            out[name] = {"error": repr(e)}
+        finally:
+            sock.close()
+
+    case("chunk_size_minus_1", head + b"Transfer-Encoding: chunked\r\n\r\n-1\r\n" + b"x" * 65536)
+    case("content_length_over_limit", head + f"Content-Length: {limit + 1}\r\n\r\n".encode())
+    chunk = b"%x\r\n%s\r\n" % (1 << 20, b" " * (1 << 20))
+    case(
+        "chunked_over_limit",
+        head + b"Transfer-Encoding: chunked\r\n\r\n",
+        stream=chunk,
+        stream_max=4 * limit,
+    )
+    return out
+
+
+def limit_sized_body(input_dtypes: dict[str, Any], limit: int) -> tuple[bytes, int]:
+    """A serving_default ``instances`` body just under ``limit`` bytes, and its row count."""
+    rows = adult_rows(50)
+    encoded = []
+    for r in rows:
+        row = {}
+        for name, dtype in input_dtypes.items():
+            value = _value(r.get(name), dtype)
+            row[name] = [value if isinstance(value, str) else float(value)]
+        encoded.append(json.dumps(row).encode())
+    head, tail = b'{"instances": [', b"]}"
+    parts, size = [], len(head) + len(tail)
+    while True:
+        row = encoded[len(parts) % len(encoded)]
+        if size + len(row) + 1 > limit:
+            break
+        parts.append(row)
+        size += len(row) + 1
+    return head + b",".join(parts) + tail, len(parts)
+
+
+def measure_limit_request(server: ServerProcess, body: bytes, rows: int) -> dict[str, Any]:
+    """Server RSS before, at the peak of, and 2 s after one request of ``body``."""
+    import http.client
+
+    import psutil
+
+    process = psutil.Process(server.proc.pid)
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            try:
+                samples.append(process.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(0.01)
+
+    before = process.memory_info().rss
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    connection = http.client.HTTPConnection(HOST, server.rest_port, timeout=600)
+    start = time.monotonic()
+    try:
+        connection.request(
+            "POST", f"/v1/models/{MODEL_NAME}:predict", body, {"Content-Type": "application/json"}
+        )
+        response = connection.getresponse()
+        answer = response.read()
+        status = response.status
+    finally:
+        connection.close()
+    seconds = time.monotonic() - start
+    time.sleep(2.0)
+    stop.set()
+    sampler.join()
+    after = process.memory_info().rss
+    mib = 2**20
+    return {
+        "body_mib": len(body) / mib,
+        "rows": rows,
+        "status": status,
+        "answer_mib": len(answer) / mib,
+        "seconds": seconds,
+        "rss_mib_before": before / mib,
+        "rss_mib_peak": max(samples + [before]) / mib,
+        "rss_mib_after_2s": after / mib,
+    }
+
+
+def profile_grpc(path: str, request: tuple, iters: int, grpc_p50_ms: float) -> dict[str, Any]:
+    """Median ms of each step of one gRPC rank call, timed here with the server's functions."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    from tf_serving.client import GrpcClient, _rank_inputs
+    from tf_serving.server import inference as inf
+    from tf_serving.server.runner import Runner
+    from tf_serving.server.servables import Servable
+    from tf_serving.tensors import tensor_array
+
+    context, candidates, dtypes = request
+    single = {k: v[0] for k, v in context.items()}
+    client = GrpcClient("127.0.0.1:1", MODEL_NAME)  # never connects: only builds requests
+    servable = Servable(MODEL_NAME, 1, path)
+    sig = servable.signatures["rank"]
+    inputs_py = _rank_inputs(single, candidates)
+
+    def timed(fn) -> tuple[float, Any]:
+        for _ in range(max(3, iters // 10)):
+            result = fn()
+        ms = []
+        for _ in range(iters):
+            start = time.perf_counter()
+            result = fn()
+            ms.append((time.perf_counter() - start) * 1e3)
+        return float(np.median(ms)), result
+
+    steps: dict[str, float] = {}
+    steps["client_encode"], req = timed(
+        lambda: client.predict_request(inputs_py, "rank", dtypes=dtypes)
+    )
+    steps["serialize"], wire = timed(req.SerializeToString)
+    steps["server_parse"], parsed = timed(lambda: predict_pb2.PredictRequest.FromString(wire))
+    steps["server_decode"], arrays = timed(
+        lambda: {a: inf.tensor_to_array(a, p, sig.inputs[a][0]) for a, p in parsed.inputs.items()}
+    )
+
+    def checks():
+        inf.check_input_names(sig, parsed.inputs.keys())
+        inf.check_output_filter(sig, ())
+        inf.check_shapes(sig, arrays)
+        inf.check_finite(arrays)
+
+    steps["server_checks"], _ = timed(checks)
+    steps["model"], outputs = timed(lambda: Runner.call_signature(sig.fn, arrays))
+    constants = {k: tf.constant(v) for k, v in arrays.items()}
+    steps["model_in_process_constants"], _ = timed(
+        lambda: {k: v.numpy() for k, v in sig.fn(**constants).items()}
+    )
+
+    def encode():
+        response = predict_pb2.PredictResponse()
+        for alias, value in outputs.items():
+            response.outputs[alias].CopyFrom(inf.array_to_tensor(value))
+        return response.SerializeToString()
+
+    steps["server_encode"], answer = timed(encode)
+    steps["client_decode"], _ = timed(
+        lambda: {
+            k: tensor_array(t)
+            for k, t in predict_pb2.PredictResponse.FromString(answer).outputs.items()
+        }
+    )
+    counted = sum(v for k, v in steps.items() if k != "model_in_process_constants")
+    return {
+        "iters": iters,
+        "grpc_p50_ms": grpc_p50_ms,
+        "steps_ms": steps,
+        "transport_and_dispatch_ms": grpc_p50_ms - counted,
+        "request_bytes": len(wire),
+        "response_bytes": len(answer),
+    }
+
+
+# ----------------------------------------------------------------------------------------
 # Report.
 
 
@@ -493,6 +810,42 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"{rl.get('failed_during', 'n/a')} of {rl.get('requests_during', 'n/a')} requests "
         f"failed | 0 failed | {met(t['reload_ok'])} |",
     ]
+    k = report["keepalive"]
+    lines.append(
+        f"| {k['clients']} keep-alive REST clients, {k['seconds']:.0f} s | {k['requests']} "
+        f"requests, {k['failed']} failed, p50 {k['p50_ms']:.0f} ms, p99 {k['p99_ms']:.0f} ms "
+        f"| 0 failed | {met(k['failed'] == 0 and k['requests'] > 0)} |"
+    )
+    lim = report["limits"]
+    cases = ", ".join(
+        f"{name} → {c.get('status')} in {c.get('seconds', float('nan')) * 1e3:.0f} ms"
+        for name, c in lim.items()
+        if isinstance(c, dict)
+    )
+    lines.append(
+        f"| body limit {lim['max_body_bytes'] >> 20} MiB | {cases} | refused at once "
+        f"| {met(t['limits_ok'])} |"
+    )
+    m = report["limit_request_memory"]
+    lines.append(
+        f"| {m['body_mib']:.1f} MiB request ({m['rows']} rows, HTTP {m['status']}, "
+        f"{m['seconds']:.1f} s) | server RSS {m['rss_mib_before']:.0f} → peak "
+        f"{m['rss_mib_peak']:.0f} → {m['rss_mib_after_2s']:.0f} MiB 2 s after | reported | |"
+    )
+    prof = report["grpc_profile"]
+    lines += [
+        "",
+        f"gRPC 1-client rank p50 {prof['grpc_p50_ms']:.2f} ms, by step (median ms, "
+        f"{prof['iters']} iterations each; request {prof['request_bytes']} B, response "
+        f"{prof['response_bytes']} B):",
+        "",
+        "| step | ms |",
+        "|---|---:|",
+    ]
+    lines += [f"| {name} | {ms:.3f} |" for name, ms in prof["steps_ms"].items()]
+    lines.append(
+        f"| transport + dispatch (p50 − the steps) | {prof['transport_and_dispatch_ms']:.3f} |"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -503,6 +856,10 @@ def run_benchmark(work_dir: str) -> dict[str, Any]:
     soak_seconds = min(FLAGS.soak_seconds, 6.0) if quick else FLAGS.soak_seconds
     iters = min(FLAGS.in_process_iters, 30) if quick else FLAGS.in_process_iters
     concurrency = [int(c) for c in FLAGS.concurrency]
+    keep_clients = min(FLAGS.keepalive_clients, 50) if quick else FLAGS.keepalive_clients
+    keep_seconds = min(FLAGS.keepalive_seconds, 1.5) if quick else FLAGS.keepalive_seconds
+    limit = (min(FLAGS.body_limit_mib, 4) if quick else FLAGS.body_limit_mib) << 20
+    profile_iters = min(FLAGS.profile_iters, 20) if quick else FLAGS.profile_iters
     env = environment()
 
     export_base = FLAGS.saved_model_base
@@ -520,7 +877,7 @@ def run_benchmark(work_dir: str) -> dict[str, Any]:
     in_process = bench_in_process(src, rank_tensors(*request), iters)
     print(f"in-process p50 {in_process['p50_ms']:.2f} ms", flush=True)
 
-    server = ServerProcess(base, os.path.join(work_dir, "server.log"))
+    server = ServerProcess(base, os.path.join(work_dir, "server.log"), max_body_bytes=limit)
     try:
         startup = server.wait_for_version(1, FLAGS.startup_timeout)
         points = []
@@ -537,11 +894,33 @@ def run_benchmark(work_dir: str) -> dict[str, Any]:
         soak = run_soak(
             server, request, base, max(concurrency), soak_seconds, FLAGS.startup_timeout
         )
+        keepalive = run_keepalive(server, rank_body(request), keep_clients, keep_seconds)
+        print(
+            f"REST keep-alive x{keep_clients}: {keepalive['requests']} requests, "
+            f"failed {keepalive['failed']}",
+            flush=True,
+        )
+        limits = check_limits(server, limit)
+        body, rows = limit_sized_body(dtypes, limit)
+        memory = measure_limit_request(server, body, rows)
+        del body
+        print(
+            f"{memory['body_mib']:.1f} MiB request: RSS {memory['rss_mib_before']:.0f} → peak "
+            f"{memory['rss_mib_peak']:.0f} → {memory['rss_mib_after_2s']:.0f} MiB",
+            flush=True,
+        )
     finally:
         server.stop()
 
     grpc_1 = next((p for p in points if p["protocol"] == "grpc" and p["clients"] == 1), None)
     ratio = grpc_1["p50_ms"] / in_process["p50_ms"] if grpc_1 else float("nan")
+    profile = profile_grpc(src, request, profile_iters, grpc_1["p50_ms"] if grpc_1 else 0.0)
+    limits_ok = (
+        limits.get("chunk_size_minus_1", {}).get("status") == 400
+        and limits.get("content_length_over_limit", {}).get("status") == 413
+        and limits.get("chunked_over_limit", {}).get("status") == 413
+        and all(case.get("seconds", 99) < 5 for case in limits.values())
+    )
     failed_total = sum(p["failed"] for p in points) + soak["failed"]
     reload = soak["reload"]
     report = {
@@ -554,6 +933,10 @@ def run_benchmark(work_dir: str) -> dict[str, Any]:
         "in_process": in_process,
         "points": points,
         "soak": soak,
+        "keepalive": keepalive,
+        "limits": {"max_body_bytes": limit, **limits},
+        "limit_request_memory": memory,
+        "grpc_profile": profile,
         "targets": {
             "grpc_vs_in_process_p50": ratio,
             "ratio_target": RATIO_TARGET,
@@ -564,6 +947,8 @@ def run_benchmark(work_dir: str) -> dict[str, Any]:
             "reload_ok": "error" not in reload
             and reload.get("failed_during") == 0
             and "seconds_to_available" in reload,
+            "keepalive_failed": keepalive["failed"],
+            "limits_ok": limits_ok,
         },
     }
     return report

@@ -10,7 +10,11 @@
   temp dir) with tf_serving/config.py, and the binary is exec'ed with them.
 * --docker: the same files, with the container's paths, and ``docker run tensorflow/serving``
   with the model directories and the config dir mounted read-only.
-* Otherwise (or --local): tf_serving/server.py, the TF-Serving-compatible local server.
+* Otherwise (or --local): tf_serving/server/, the TF-Serving-compatible local server, with
+  the same models, batching, monitoring and label flags, and its own limits
+  (--max_body_bytes, --max_in_flight_requests, --grpc_workers, --rest_backlog,
+  --rest_keepalive_timeout_s), which the real server does not have: giving one of those
+  with the real server or Docker is an error, not a silent no-op.
 
 The command is printed first; --dry_run prints it without running anything.
 """
@@ -18,7 +22,6 @@ The command is printed first; --dry_run prints it without running anything.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 import shutil
 import sys
@@ -35,6 +38,14 @@ from tf_serving import config as cfg  # noqa: E402
 
 FLAGS = flags.FLAGS
 _B = cfg.BatchingParameters()
+# Limits of the local server (tf_serving/server/) that tensorflow_model_server has no flag for.
+LOCAL_LIMITS = {
+    "max_body_bytes": "largest REST request body, in bytes (default 64 MiB; 413 above).",
+    "max_in_flight_requests": "REST requests handled at once (default 256; 503 above).",
+    "grpc_workers": "threads serving gRPC requests (default 16).",
+    "rest_backlog": "listen backlog of the REST port (default 1024).",
+    "rest_keepalive_timeout_s": "idle REST keep-alive connections close after this (60 s).",
+}
 
 
 def define_flags(fv: flags.FlagValues = FLAGS) -> None:
@@ -80,6 +91,22 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
         "allowed_batch_sizes", [], "Batching: padded sizes, the last = max.", flag_values=fv
     )
     flags.DEFINE_bool("monitoring", True, "Prometheus metrics on the REST port.", flag_values=fv)
+    flags.DEFINE_integer(
+        "model_config_file_poll_wait_seconds",
+        None,
+        "Re-read --model_config_file this often (TF Serving's flag; unset = once).",
+        flag_values=fv,
+    )
+    flags.DEFINE_bool(
+        "allow_version_labels_for_unavailable_models",
+        False,
+        "Let a new version label point at a version that is not loaded yet (TF Serving's "
+        "flag); needed for labels in the initial models.config.",
+        flag_values=fv,
+    )
+    for name, help_text in LOCAL_LIMITS.items():
+        define = flags.DEFINE_float if name.endswith("_s") else flags.DEFINE_integer
+        define(name, None, f"Local server only: {help_text}", flag_values=fv)
     flags.DEFINE_string(
         "config_dir", None, "Where to write the config files (default: a temp dir).", flag_values=fv
     )
@@ -116,12 +143,17 @@ def make_plan(
     local: bool = False,
     docker_image: str = cfg.DOCKER_IMAGE,
     binary: str | None = None,
+    model_config_file_poll_wait_seconds: int | None = None,
+    allow_version_labels_for_unavailable_models: bool = False,
+    local_limits: dict[str, Any] | None = None,
 ) -> Plan:
     """Chooses the server and writes its config files; runs nothing.
 
     Args:
       batching: batching parameters (None = no batching).
       binary: path of ``tensorflow_model_server`` (None = not available → local server).
+      local_limits: `LOCAL_LIMITS` values for the local server (None values = defaults);
+        any of them with the real server or Docker is a ValueError.
 
     Raises:
       ValueError (a `tf_serving.config.ConfigError` for bad config values).
@@ -141,6 +173,10 @@ def make_plan(
         for m in models:
             m.validate()
 
+    limits = {k: v for k, v in (local_limits or {}).items() if v is not None}
+    unknown = sorted(set(limits) - set(LOCAL_LIMITS))
+    if unknown:
+        raise ValueError(f"unknown local server limits {unknown}; known: {sorted(LOCAL_LIMITS)}")
     if local or (not docker and not binary):
         kwargs = dict(
             model_name=model_name if model_base_path else None,
@@ -150,8 +186,19 @@ def make_plan(
             rest_api_port=rest_api_port,
             host=host,
             batching=batching,
+            monitoring=monitoring,
+            allow_version_labels_for_unavailable_models=allow_version_labels_for_unavailable_models,
+            **limits,
         )
+        if model_config_file_poll_wait_seconds is not None:
+            kwargs["model_config_file_poll_wait_seconds"] = model_config_file_poll_wait_seconds
         return Plan("local", local_kwargs=kwargs)
+    if limits:
+        where = "Docker" if docker else f"the real server ({binary})"
+        raise ValueError(
+            f"{', '.join('--' + k for k in sorted(limits))}: only the local server has these "
+            f"limits; {where} does not (use --local, or drop them)"
+        )
 
     config_dir = config_dir or tempfile.mkdtemp(prefix="tf_serving_config_")
     if docker:
@@ -167,6 +214,8 @@ def make_plan(
             batching=batching is not None,
             monitoring=monitoring,
             image=docker_image,
+            model_config_file_poll_wait_seconds=model_config_file_poll_wait_seconds,
+            allow_version_labels_for_unavailable_models=allow_version_labels_for_unavailable_models,
         )
         return Plan("docker", command=command, files=files)
     files = cfg.write_server_files(
@@ -176,17 +225,21 @@ def make_plan(
         monitoring=monitoring,
         model_config_file=model_config_file,
     )
-    command = cfg.server_command(files, binary=binary, port=port, rest_api_port=rest_api_port)
+    command = cfg.server_command(
+        files,
+        binary=binary,
+        port=port,
+        rest_api_port=rest_api_port,
+        model_config_file_poll_wait_seconds=model_config_file_poll_wait_seconds,
+        allow_version_labels_for_unavailable_models=allow_version_labels_for_unavailable_models,
+    )
     return Plan("real", command=command, files=files)
 
 
 def run_local(kwargs: dict[str, Any]) -> None:
-    """Calls ``tf_serving.server.serve`` (blocks) with the arguments it accepts."""
+    """Calls ``tf_serving.server.serve`` (blocks until SIGINT/SIGTERM)."""
     from tf_serving import server
 
-    params = inspect.signature(server.serve).parameters
-    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in params}
     server.serve(**kwargs)
 
 
@@ -217,6 +270,11 @@ def main(argv):
             local=FLAGS.local,
             docker_image=FLAGS.docker_image,
             binary=shutil.which(cfg.SERVER_BINARY),
+            model_config_file_poll_wait_seconds=FLAGS.model_config_file_poll_wait_seconds,
+            allow_version_labels_for_unavailable_models=(
+                FLAGS.allow_version_labels_for_unavailable_models
+            ),
+            local_limits={name: FLAGS[name].value for name in LOCAL_LIMITS},
         )
     except (ValueError, OSError) as e:
         raise app.UsageError(str(e)) from None

@@ -1,4 +1,8 @@
-"""scripts/benchmark_serving.py --quick as a user runs it: every section, latency > 0, 0 failed."""
+"""scripts/benchmark_serving.py --quick as a user runs it: every section, latency > 0, 0 failed.
+
+Also the hostile-client sections: keep-alive clients, the body limit on raw sockets, the
+server's memory for a request at the limit, and the gRPC profile.
+"""
 
 import json
 import os
@@ -59,7 +63,27 @@ def test_quick_serving_benchmark(tmp_path):
     assert reload["failed_during"] == 0 and reload["requests_during"] > 0
     assert reload["final_states"].get("2") == "AVAILABLE"
 
+    keepalive = report["keepalive"]
+    assert keepalive["clients"] == 50 and keepalive["requests"] > 0
+    assert keepalive["failed"] == 0, keepalive["errors"]
+
+    limits = report["limits"]
+    assert limits["max_body_bytes"] == 4 << 20
+    assert limits["chunk_size_minus_1"]["status"] == 400
+    assert limits["content_length_over_limit"]["status"] == 413
+    assert limits["content_length_over_limit"]["body_bytes_sent_after_headers"] == 0
+    assert limits["chunked_over_limit"]["status"] == 413
+
+    memory = report["limit_request_memory"]
+    assert memory["status"] == 200 and 3.5 < memory["body_mib"] <= 4
+    assert memory["rss_mib_peak"] >= memory["rss_mib_before"] > 0
+
+    profile = report["grpc_profile"]
+    assert {"client_encode", "server_decode", "model", "server_encode"} <= set(profile["steps_ms"])
+    assert all(_positive(ms) for ms in profile["steps_ms"].values())
+
     targets = report["targets"]
     assert targets["failed_total"] == 0 and targets["reload_ok"]
+    assert targets["keepalive_failed"] == 0 and targets["limits_ok"]
     assert _positive(targets["grpc_vs_in_process_p50"])
     assert isinstance(targets["ratio_met"], bool) and isinstance(targets["memory_grew"], bool)

@@ -321,7 +321,33 @@ def test_serve_plan_real_docker_and_local(tmp_path):
             "rest_api_port": 8501,
             "host": "127.0.0.1",
             "batching": None,
+            "monitoring": True,
+            "allow_version_labels_for_unavailable_models": False,
         }
+    plan = serve.make_plan(
+        model_base_path=str(export),
+        monitoring=False,
+        local=True,
+        model_config_file_poll_wait_seconds=5,
+        local_limits={"max_body_bytes": 1024, "max_in_flight_requests": None},
+    )
+    assert plan.local_kwargs["monitoring"] is False  # --monitoring reaches the local server
+    assert plan.local_kwargs["max_body_bytes"] == 1024
+    assert plan.local_kwargs["model_config_file_poll_wait_seconds"] == 5
+    assert "max_in_flight_requests" not in plan.local_kwargs  # unset: the server's default
+    with pytest.raises(ValueError, match="--max_body_bytes: only the local server"):
+        serve.make_plan(
+            model_base_path=str(export), binary="tfs", local_limits={"max_body_bytes": 1}
+        )
+    plan = serve.make_plan(
+        model_base_path=str(export),
+        binary="tfs",
+        config_dir=str(tmp_path / "r3"),
+        model_config_file_poll_wait_seconds=5,
+        allow_version_labels_for_unavailable_models=True,
+    )
+    assert "--model_config_file_poll_wait_seconds=5" in plan.command
+    assert "--allow_version_labels_for_unavailable_models=true" in plan.command
 
     with pytest.raises(ValueError, match="exactly one of --model_base_path"):
         serve.make_plan(model_base_path=str(export), model_config_file=config_file)

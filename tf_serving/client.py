@@ -1,4 +1,4 @@
-"""Clients of TensorFlow Serving's gRPC and REST APIs (../shared/docs/tf_serving_contract.md).
+"""Clients of TensorFlow Serving's gRPC and REST APIs (tf_serving/README.md, Contract rules).
 
 Both clients have the same methods and return the same Python values::
 
@@ -44,6 +44,7 @@ DEFAULT_TASKS = (
     ("regression", "tensorflow/serving/regress"),
 )
 MAX_BACKOFF_S = 2.0
+DEFAULT_TOP_K = 10  # rank: candidates picked on the client when the signature has no top-k
 
 # HTTP status → canonical code (TF Serving's ToHTTPStatusCode, inverted; 400, 409 and 500
 # stand for several codes: the most common one is used).
@@ -53,6 +54,7 @@ HTTP_TO_CODE = {
     403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
     409: "ABORTED",
+    413: "RESOURCE_EXHAUSTED",  # the local server's body limit (TF Serving has none)
     429: "RESOURCE_EXHAUSTED",
     499: "CANCELLED",
     500: "INTERNAL",
@@ -171,13 +173,16 @@ def _prepare_inputs(
 def _text_array(value: Any, as_bytes: bool = True) -> np.ndarray:
     """An object array of bytes (or, ``as_bytes=False``, of str and bytes as given)."""
     arr = np.asarray(value, dtype=object)
-    flat = []
-    for v in arr.reshape(-1):
+    flat = arr.reshape(-1).tolist()
+    for i, v in enumerate(flat):
         if isinstance(v, str):
-            v = v.encode() if as_bytes else str(v)
-        elif not isinstance(v, bytes):
+            if as_bytes:
+                flat[i] = v.encode()
+        elif isinstance(v, bytes):
+            if type(v) is not bytes:  # np.bytes_
+                flat[i] = bytes(v)
+        else:
             raise ValueError(f"expected strings or bytes, got {v!r}")
-        flat.append(bytes(v) if isinstance(v, bytes) else v)
     out = np.empty(len(flat), dtype=object)
     out[:] = flat
     return out.reshape(arr.shape)
@@ -279,18 +284,17 @@ def _to_array(value: Any, dtype_name: str | None) -> np.ndarray:
 
 
 def _rank_inputs(context: Mapping[str, Any], candidates: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``rank`` signature's inputs: context features as [1, 1], candidates as [N, 1]."""
+    """The ``rank`` signature's inputs: every feature as [N, 1], the context repeated N times.
+
+    Sending every input with N rows works with a rank signature that broadcasts a 1-row
+    context and with one that needs all inputs batched alike (TF Serving's batching does).
+    """
     both = sorted(set(context) & set(candidates))
     if both:
         raise ValueError(f"rank: features {both} are both in context and in candidates")
     if not candidates:
         raise ValueError("rank: candidates must hold at least one feature")
     inputs: dict[str, Any] = {}
-    for name, value in context.items():
-        arr = np.asarray(value, dtype=object if _is_text(value) else None)
-        if arr.size != 1:
-            raise ValueError(f"rank: context feature {name!r} must be one value, got {value!r}")
-        inputs[name] = arr.reshape(1, 1)
     lengths = {}
     for name, value in candidates.items():
         arr = np.asarray(value, dtype=object if _is_text(value) else None)
@@ -303,9 +307,28 @@ def _rank_inputs(context: Mapping[str, Any], candidates: Mapping[str, Any]) -> d
         lengths[name] = len(inputs[name])
     if len(set(lengths.values())) > 1:
         raise ValueError(f"rank: candidate features have different lengths {lengths}")
-    if 0 in lengths.values():
+    n = next(iter(lengths.values()))
+    if n == 0:
         raise ValueError("rank: no candidates")
+    for name, value in context.items():
+        arr = np.asarray(value, dtype=object if _is_text(value) else None)
+        if arr.size != 1:
+            raise ValueError(f"rank: context feature {name!r} must be one value, got {value!r}")
+        inputs[name] = np.repeat(arr.reshape(1, 1), n, axis=0)
     return inputs
+
+
+def _with_top_k(outputs: dict[str, np.ndarray], top_k: int | None) -> dict[str, np.ndarray]:
+    """Adds ``top_k_indices``/``top_k_scores`` from ``scores`` when the signature has none.
+
+    Ties keep candidate order (a stable sort), as ``tf.math.top_k`` does.
+    """
+    if "scores" not in outputs or "top_k_indices" in outputs:
+        return outputs
+    scores = np.asarray(outputs["scores"]).reshape(-1)
+    k = len(scores) if top_k is None else min(top_k, len(scores))
+    order = np.argsort(-scores, kind="stable")[:k].astype(np.int32)
+    return {**outputs, "top_k_indices": order, "top_k_scores": scores[order]}
 
 
 def _is_text(value: Any) -> bool:
@@ -456,13 +479,14 @@ class GrpcClient:
         output_filter: Iterable[str] | None = None,
         dtypes: Mapping[str, Any] | None = None,
     ):
-        import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
+
+        from tf_serving.tensors import tensor_proto
 
         request = predict_pb2.PredictRequest()
         self._model_spec(request.model_spec, signature_name, version, label)
         for name, arr in _prepare_inputs(inputs, dtypes).items():
-            request.inputs[name].CopyFrom(tf.make_tensor_proto(arr))
+            request.inputs[name].CopyFrom(tensor_proto(arr))
         if output_filter:
             request.output_filter.extend(output_filter)
         return request
@@ -499,13 +523,13 @@ class GrpcClient:
         dtypes: Mapping[str, Any] | None = None,
     ) -> dict[str, np.ndarray]:
         """Predict: input tensors by name → output tensors by alias."""
-        import tensorflow as tf
+        from tf_serving.tensors import tensor_array
 
         request = self.predict_request(
             inputs, signature_name, version, label, output_filter, dtypes
         )
         response = self._call(self.prediction.Predict, request)
-        return {name: tf.make_ndarray(t) for name, t in response.outputs.items()}
+        return {name: tensor_array(t) for name, t in response.outputs.items()}
 
     def classify(
         self,
@@ -577,11 +601,16 @@ class GrpcClient:
         version: int | None = None,
         label: str | None = None,
         dtypes: Mapping[str, Any] | None = None,
+        top_k: int | None = DEFAULT_TOP_K,
     ) -> dict[str, np.ndarray]:
-        """Scores N candidates for one context: ``scores`` [N], ``top_k_indices/_scores``."""
-        return self.predict(
+        """Scores N candidates for one context: ``scores`` [N], ``top_k_indices/_scores``.
+
+        When the signature returns only ``scores``, the top ``top_k`` are picked here.
+        """
+        outputs = self.predict(
             _rank_inputs(context, candidates), signature_name, version, label, dtypes=dtypes
         )
+        return _with_top_k(outputs, top_k)
 
     def metadata(self, version: int | None = None, label: str | None = None) -> dict[str, Any]:
         """The model's signatures, as the REST ``/metadata`` JSON."""
@@ -865,13 +894,15 @@ class RestClient:
         version: int | None = None,
         label: str | None = None,
         dtypes: Mapping[str, Any] | None = None,
+        top_k: int | None = DEFAULT_TOP_K,
     ) -> dict[str, np.ndarray]:
         """Scores N candidates for one context: ``scores`` [N], ``top_k_indices``, ``top_k_scores``.
 
-        Sent in the columnar format: context features have 1 row, candidates N, and the
-        outputs have different first dimensions (the row format needs them equal).
+        Sent in the columnar format (a rank signature's top-k outputs, when it has them,
+        do not have N rows, which the row format needs); with only ``scores`` the top
+        ``top_k`` are picked here.
         """
-        return self.predict(
+        outputs = self.predict(
             _rank_inputs(context, candidates),
             signature_name,
             version,
@@ -879,6 +910,7 @@ class RestClient:
             dtypes=dtypes,
             columnar=True,
         )
+        return _with_top_k(outputs, top_k)
 
     def metadata(self, version: int | None = None, label: str | None = None) -> dict[str, Any]:
         """GET ``.../metadata``: the model's signatures."""

@@ -1,4 +1,4 @@
-"""TensorFlow Serving config files and command lines (../shared/docs/tf_serving_contract.md §6, §9).
+"""TensorFlow Serving config files and command lines (tf_serving/README.md, "The real server").
 
 Pure generators return text; the ``write_*`` helpers write it atomically (a temp file in the
 same directory, then ``os.replace``), so a server polling the file never reads half of it.
@@ -73,6 +73,15 @@ class ServedModel:
     num_versions: int = 1
     versions: tuple[int, ...] = ()
     version_labels: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+    def aspired(self, on_disk: Iterable[int]) -> set[int]:
+        """The versions this policy wants served, among the integer versions on disk."""
+        present = sorted(on_disk)
+        if self.version_policy == "latest":
+            return set(present[-self.num_versions :])
+        if self.version_policy == "all":
+            return set(present)
+        return set(present) & set(self.versions)
 
     def validate(self) -> None:
         if not isinstance(self.name, str) or not _MODEL_NAME_RE.fullmatch(self.name):
@@ -178,11 +187,23 @@ def parse_model_server_config(text: str):
     return config
 
 
-def parse_models_config(text: str) -> list[ServedModel]:
-    """The models of a ``models.config`` text (the inverse of `models_config_text`)."""
-    config = parse_model_server_config(text)
+def served_models_from_proto(config, allow_empty: bool = False) -> list[ServedModel]:
+    """The `ServedModel` entries of a ModelServerConfig proto, validated.
+
+    Args:
+      allow_empty: accept a ``model_config_list`` without models (a config reload that
+        unloads every model, which TF Serving allows); a config without
+        ``model_config_list`` is always refused.
+
+    Raises:
+      ConfigError: ``custom_model_config`` or no config at all, a bad entry (named),
+        duplicate names.
+    """
     if config.WhichOneof("config") != "model_config_list":
-        raise ConfigError("models.config: only model_config_list is supported")
+        raise ConfigError(
+            "models.config: only model_config_list is supported, got "
+            f"{config.WhichOneof('config') or 'no config'}"
+        )
     models = []
     for entry in config.model_config_list.config:
         policy = entry.model_version_policy
@@ -197,8 +218,14 @@ def parse_models_config(text: str) -> list[ServedModel]:
             version_labels=dict(entry.version_labels),
         )
         models.append(model)
-    _as_models(models)
+    if models or not allow_empty:
+        _as_models(models)
     return models
+
+
+def parse_models_config(text: str) -> list[ServedModel]:
+    """The models of a ``models.config`` text (the inverse of `models_config_text`)."""
+    return served_models_from_proto(parse_model_server_config(text))
 
 
 # ----------------------------------------------------------------------------------------
@@ -484,6 +511,7 @@ def server_args(
     rest_api_port: int | None = 8501,
     file_system_poll_wait_seconds: int = 1,
     model_config_file_poll_wait_seconds: int | None = None,
+    allow_version_labels_for_unavailable_models: bool = False,
 ) -> list[str]:
     """The ``tensorflow_model_server`` flags for ``files`` (None port = leave the default)."""
     args = []
@@ -504,6 +532,8 @@ def server_args(
     args.append(f"--file_system_poll_wait_seconds={file_system_poll_wait_seconds}")
     if model_config_file_poll_wait_seconds is not None:
         args.append(f"--model_config_file_poll_wait_seconds={model_config_file_poll_wait_seconds}")
+    if allow_version_labels_for_unavailable_models:
+        args.append("--allow_version_labels_for_unavailable_models=true")
     return args
 
 
@@ -515,6 +545,7 @@ def server_command(
     rest_api_port: int = 8501,
     file_system_poll_wait_seconds: int = 1,
     model_config_file_poll_wait_seconds: int | None = None,
+    allow_version_labels_for_unavailable_models: bool = False,
 ) -> list[str]:
     """argv of the real server (the apt package's ``tensorflow_model_server``)."""
     return [binary] + server_args(
@@ -523,6 +554,7 @@ def server_command(
         rest_api_port=rest_api_port,
         file_system_poll_wait_seconds=file_system_poll_wait_seconds,
         model_config_file_poll_wait_seconds=model_config_file_poll_wait_seconds,
+        allow_version_labels_for_unavailable_models=allow_version_labels_for_unavailable_models,
     )
 
 
@@ -546,6 +578,8 @@ def docker_command(
     image: str = DOCKER_IMAGE,
     file_system_poll_wait_seconds: int = 1,
     container_name: str | None = None,
+    model_config_file_poll_wait_seconds: int | None = None,
+    allow_version_labels_for_unavailable_models: bool = False,
 ) -> list[str]:
     """argv of ``docker run`` serving ``models`` (host base paths) with the official image.
 
@@ -589,4 +623,6 @@ def docker_command(
         port=None,
         rest_api_port=None,
         file_system_poll_wait_seconds=file_system_poll_wait_seconds,
+        model_config_file_poll_wait_seconds=model_config_file_poll_wait_seconds,
+        allow_version_labels_for_unavailable_models=allow_version_labels_for_unavailable_models,
     )

@@ -8,6 +8,8 @@ in-process on free loopback ports, from a models.config with two models:
 * ``reload``: version 1, policy ``latest``; the hot-reload and broken-version tests publish
   new versions into it.
 
+Monitoring is on (``/monitoring/prometheus/metrics``).
+
 Clients are plain ``grpc`` stubs and ``urllib.request`` (not the project's client module).
 """
 
@@ -89,6 +91,7 @@ class Served:
     export_path: str  # the trained version (a SavedModel dir)
     census_base: str
     reload_base: str
+    config_path: str  # the models.config the server started with
     reference: Any  # tf.saved_model.load(export_path)
     inputs: dict[str, tf.DType]  # serving_default inputs → dtype
     rows: list[dict[str, Any]]  # one value per input
@@ -223,6 +226,8 @@ model_config_list {{
         batch_timeout_micros=100_000,
         enable_model_warmup=False,
         grpc_workers=16,
+        allow_version_labels_for_unavailable_models=True,
+        monitoring=True,
     )
     server.start()
     reference = tf.saved_model.load(exported)
@@ -240,6 +245,7 @@ model_config_list {{
             export_path=exported,
             census_base=str(census),
             reload_base=str(reload),
+            config_path=str(config),
             reference=reference,
             inputs=inputs,
             rows=_make_rows(inputs),

@@ -1,0 +1,202 @@
+"""Loaded model versions: version directories, SavedModels, their signatures and states."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+
+import grpc
+import tensorflow as tf
+from google.protobuf import text_format
+from google.protobuf.message import DecodeError
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+
+from tf_serving.config import ServedModel
+from tf_serving.server.status import ServingError
+
+DEFAULT_SIGNATURE = "serving_default"
+INT64_MAX = 2**63 - 1
+
+# Version states, as tensorflow.serving.ModelVersionStatus.State names them.
+LOADING = "LOADING"
+AVAILABLE = "AVAILABLE"
+UNLOADING = "UNLOADING"
+END = "END"
+STATE_ENUM = get_model_status_pb2.ModelVersionStatus.State
+
+_VERSION_DIR_RE = re.compile(r"\d+")
+
+
+def scan_versions(base_path: str) -> dict[int, str]:
+    """Version → directory for the children of ``base_path`` whose names are integers.
+
+    Other names (``temp-1700000000``, ``README``) are ignored, as TF Serving does; of
+    duplicates such as ``7`` and ``007`` the first in sorted order wins.
+
+    Raises:
+      OSError: ``base_path`` cannot be listed.
+    """
+    found: dict[int, str] = {}
+    for name in sorted(os.listdir(base_path)):
+        if not _VERSION_DIR_RE.fullmatch(name):
+            continue
+        version = int(name)
+        path = os.path.join(base_path, name)
+        if version > INT64_MAX or version in found or not os.path.isdir(path):
+            continue
+        found[version] = path
+    return found
+
+
+def read_meta_graph(path: str, tag: str = "serve") -> meta_graph_pb2.MetaGraphDef:
+    """The MetaGraphDef tagged ``tag`` of the SavedModel at ``path`` (exact SignatureDefs).
+
+    Raises:
+      ServingError: NOT_FOUND without a saved_model.pb(txt), DATA_LOSS when it cannot be
+        parsed, NOT_FOUND when no MetaGraph has the tag.
+    """
+    pb = os.path.join(path, "saved_model.pb")
+    pbtxt = os.path.join(path, "saved_model.pbtxt")
+    saved_model = saved_model_pb2.SavedModel()
+    if os.path.exists(pb):
+        try:
+            with open(pb, "rb") as f:
+                saved_model.ParseFromString(f.read())
+        except (DecodeError, RuntimeError, ValueError) as e:
+            raise ServingError(
+                grpc.StatusCode.DATA_LOSS, f"Can't parse {pb} as binary proto"
+            ) from e
+    elif os.path.exists(pbtxt):
+        try:
+            with open(pbtxt) as f:
+                text_format.Parse(f.read(), saved_model)
+        except (text_format.ParseError, UnicodeDecodeError) as e:
+            raise ServingError(
+                grpc.StatusCode.DATA_LOSS, f"Can't parse {pbtxt} as text proto"
+            ) from e
+    else:
+        raise ServingError(
+            grpc.StatusCode.NOT_FOUND,
+            f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}",
+        )
+    for meta_graph in saved_model.meta_graphs:
+        if tag in meta_graph.meta_info_def.tags:
+            return meta_graph
+    raise ServingError(
+        grpc.StatusCode.NOT_FOUND,
+        f"Could not find meta graph def matching supplied tags: {{ {tag} }}. To inspect "
+        "available tag-sets in the SavedModel, please use the SavedModel CLI: "
+        "`saved_model_cli`",
+    )
+
+
+@dataclasses.dataclass
+class Signature:
+    """One callable signature of a loaded version."""
+
+    name: str
+    sigdef: meta_graph_pb2.SignatureDef
+    fn: Callable[..., Mapping[str, tf.Tensor]]
+    inputs: dict[str, tuple[int, tuple[int, ...] | None]]  # alias → (dtype, shape | None)
+    outputs: tuple[str, ...]
+
+    @classmethod
+    def create(cls, name: str, sigdef: meta_graph_pb2.SignatureDef, fn) -> Signature:
+        inputs = {}
+        for alias, info in sigdef.inputs.items():
+            shape = None
+            if not info.tensor_shape.unknown_rank:
+                shape = tuple(int(d.size) for d in info.tensor_shape.dim)
+            inputs[alias] = (int(info.dtype), shape)
+        return cls(name, sigdef, fn, inputs, tuple(sorted(sigdef.outputs)))
+
+
+class Servable:
+    """A loaded model version: the SavedModel's SignatureDefs and its callable signatures."""
+
+    def __init__(self, name: str, version: int, path: str):
+        self.name = name
+        self.version = version
+        self.path = path
+        meta_graph = read_meta_graph(path)
+        self.signature_defs = dict(meta_graph.signature_def)
+        self.loaded = tf.saved_model.load(path, tags=["serve"])
+        self.signatures: dict[str, Signature] = {}
+        for key, sigdef in self.signature_defs.items():
+            fn = self.loaded.signatures.get(key)
+            if fn is not None:  # e.g. __saved_model_init_op is a SignatureDef but no function
+                self.signatures[key] = Signature.create(key, sigdef, fn)
+
+    def signature_def_map(self) -> get_model_metadata_pb2.SignatureDefMap:
+        out = get_model_metadata_pb2.SignatureDefMap()
+        for key, sigdef in self.signature_defs.items():
+            out.signature_def[key].CopyFrom(sigdef)
+        return out
+
+
+def dir_id(path: str) -> tuple:
+    """(inode, mtime) of a version directory: a replaced directory gets a new id."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ()
+    return (st.st_ino, st.st_mtime_ns)
+
+
+@dataclasses.dataclass
+class VersionRecord:
+    """One version of a model as the status API reports it, with its servable once loaded."""
+
+    version: int
+    path: str
+    state: str = LOADING
+    servable: Servable | None = None
+    error: ServingError | None = None
+    failed: bool = False
+    attempts: int = 0
+    retry_at: float = 0.0
+    dir_id: tuple = ()
+
+
+class Model:
+    """A served model: its config entry, its version records and the labels in force."""
+
+    def __init__(self, settings: ServedModel):
+        self.settings = settings
+        self.versions: dict[int, VersionRecord] = {}
+        self.warned: str = ""
+
+    def latest_available(self) -> VersionRecord | None:
+        ready = [r for r in self.versions.values() if r.state == AVAILABLE]
+        return max(ready, key=lambda r: r.version) if ready else None
+
+    def available(self, version: int) -> bool:
+        record = self.versions.get(version)
+        return record is not None and record.state == AVAILABLE
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """A request's model_spec."""
+
+    name: str
+    version: int | None = None
+    label: str | None = None
+    signature_name: str = ""
+
+    @classmethod
+    def from_proto(cls, spec) -> Spec:
+        choice = spec.WhichOneof("version_choice")
+        return cls(
+            name=spec.name,
+            version=spec.version.value if choice == "version" else None,
+            label=spec.version_label if choice == "version_label" else None,
+            signature_name=spec.signature_name,
+        )
+
+    @property
+    def signature(self) -> str:
+        return self.signature_name or DEFAULT_SIGNATURE

@@ -1,0 +1,76 @@
+"""TensorProto ↔ numpy without TensorFlow's per-element Python conversions.
+
+``tf.make_tensor_proto`` and ``tf.make_ndarray`` walk string tensors element by element;
+for a 200-candidate rank request that was most of the gRPC client's time. These write and
+read the same protos (numbers in little-endian ``tensor_content``, strings in
+``string_val``) and fall back to TensorFlow for anything else.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+# numpy dtype (little-endian code) ↔ DataType enum.
+_NUMPY_TO_DT = {
+    "f4": types_pb2.DT_FLOAT,
+    "f8": types_pb2.DT_DOUBLE,
+    "f2": types_pb2.DT_HALF,
+    "i4": types_pb2.DT_INT32,
+    "i8": types_pb2.DT_INT64,
+    "i2": types_pb2.DT_INT16,
+    "i1": types_pb2.DT_INT8,
+    "u1": types_pb2.DT_UINT8,
+    "u2": types_pb2.DT_UINT16,
+    "u4": types_pb2.DT_UINT32,
+    "u8": types_pb2.DT_UINT64,
+    "b1": types_pb2.DT_BOOL,
+}
+_DT_TO_NUMPY = {dt: np.dtype("<" + code) for code, dt in _NUMPY_TO_DT.items()}
+
+
+def tensor_proto(arr: np.ndarray) -> tensor_pb2.TensorProto:
+    """A TensorProto of a numeric array or an object array of bytes."""
+    arr = np.asarray(arr)
+    proto = tensor_pb2.TensorProto()
+    proto.tensor_shape.CopyFrom(
+        tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in arr.shape]
+        )
+    )
+    if arr.dtype == object and all(type(v) is bytes for v in arr.reshape(-1).tolist()):
+        proto.dtype = types_pb2.DT_STRING
+        proto.string_val.extend(arr.reshape(-1).tolist())
+        return proto
+    enum = _NUMPY_TO_DT.get(arr.dtype.str[1:]) if arr.dtype != object else None
+    if enum is None:
+        import tensorflow as tf
+
+        return tf.make_tensor_proto(arr)
+    proto.dtype = enum
+    proto.tensor_content = np.ascontiguousarray(arr, dtype=_DT_TO_NUMPY[enum]).tobytes()
+    return proto
+
+
+def tensor_array(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """The ndarray of a TensorProto (what ``tf.make_ndarray`` returns)."""
+    shape = tuple(int(d.size) for d in proto.tensor_shape.dim)
+    size = int(np.prod(shape)) if shape else 1
+    if proto.dtype == types_pb2.DT_STRING and len(proto.string_val) == size:
+        out = np.empty(size, dtype=object)
+        out[:] = list(proto.string_val)
+        return out.reshape(shape)
+    dtype = _DT_TO_NUMPY.get(proto.dtype)
+    if (
+        dtype is not None
+        and proto.tensor_content
+        and len(proto.tensor_content) == size * dtype.itemsize
+    ):
+        return (
+            np.frombuffer(proto.tensor_content, dtype=dtype)
+            .reshape(shape)
+            .astype(dtype.newbyteorder("="), copy=True)
+        )
+    import tensorflow as tf
+
+    return tf.make_ndarray(proto)
