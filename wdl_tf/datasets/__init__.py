@@ -4,7 +4,9 @@
 evaluate on adult.test. ``census_synthetic`` is a generated twin with the census schema and
 learnable labels, small enough for end-to-end tests in seconds. ``criteo`` reads the user's
 Criteo display-ads TSV files and ``criteo_synthetic`` generates files in that layout;
-``apps_synthetic`` generates the paper's app-store impressions (``datasets/apps.py``).
+``apps_synthetic`` generates the paper's app-store impressions (``datasets/apps.py``);
+``drifting_synthetic`` generates movie ratings whose users' tastes drift over time, in the
+GroupLens layout prepared for the ``movielens`` spec (``datasets/drifting.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ DATASETS = (
     "criteo",
     "criteo_synthetic",
     "apps_synthetic",
+    "drifting_synthetic",
     "files",
 )
 
@@ -70,6 +73,13 @@ def get_dataset(
             os.path.join(work_dir, "synthetic_data"), synthetic_rows, seed=seed
         )
         return DatasetFiles(name, "apps", tuple(train), tuple(test))
+    if name == "drifting_synthetic":
+        from wdl_tf.datasets import drifting
+
+        train, test = drifting.get_files(
+            os.path.join(work_dir, "synthetic_data"), synthetic_rows, seed=seed
+        )
+        return DatasetFiles(name, "movielens", (train,), (test,))
     if name == "files":
         return DatasetFiles(name, "", (), ())
     raise ValueError(f"dataset: unknown value {name!r}; allowed values are {list(DATASETS)}")
