@@ -35,11 +35,14 @@ SAVED_MODEL_SPEC = os.path.join("assets.extra", "feature_spec.json")
 
 @dataclasses.dataclass(frozen=True)
 class EvalData:
-    """What to read: files, and optionally the hash split of them (``validation``)."""
+    """What to read: files, and optionally their validation split (random by a hash with
+    ``split_seed``, or by time with ``time_split``)."""
 
     files: list[str]
     split: str | None = None
     validation_fraction: float = 0.1
+    split_seed: int = 0
+    time_split: input_pipeline.TimeSplit | None = None
 
 
 # ----------------------------------------------------------------------------------------
@@ -87,6 +90,8 @@ def _read_options(data: EvalData, batch_size: int) -> input_pipeline.ReadOptions
         batch_size=batch_size,
         split=data.split,
         validation_fraction=data.validation_fraction,
+        split_seed=data.split_seed,
+        time_split=data.time_split if data.split else None,
     )
 
 
@@ -188,7 +193,8 @@ def load_model_dir(model_dir: str) -> tuple[TrainConfig, fs.FeatureSpec, Any, An
 
 
 def default_eval_data(config: TrainConfig, model_dir: str | None = None) -> EvalData:
-    """The data a training run evaluated on: its eval files, or its validation split.
+    """The data a training run evaluated on: its eval files, or (without any) its validation
+    split (by time with the model dir's saved thresholds when the spec names a time column).
 
     A synthetic dataset's files are (re)made deterministically under ``model_dir`` (default:
     the config's), where training wrote them.
@@ -202,13 +208,19 @@ def default_eval_data(config: TrainConfig, model_dir: str | None = None) -> Eval
     ds = datasets.get_dataset(
         data.dataset, work_dir, synthetic_rows=data.synthetic_rows, seed=config.seed
     )
+    eval_files = data.eval_files or list(ds.eval_files)
+    if eval_files:
+        return EvalData(input_pipeline.resolve_files(eval_files))
     if data.validation_fraction > 0:
         train = input_pipeline.resolve_files(data.train_files or list(ds.train_files))
-        return EvalData(train, split="validation", validation_fraction=data.validation_fraction)
-    eval_files = data.eval_files or list(ds.eval_files)
-    if not eval_files:
-        raise ValueError("eval_files: the model dir's config names no evaluation files")
-    return EvalData(input_pipeline.resolve_files(eval_files))
+        return EvalData(
+            train,
+            split="validation",
+            validation_fraction=data.validation_fraction,
+            split_seed=config.seed,
+            time_split=input_pipeline.TimeSplit.load(work_dir),
+        )
+    raise ValueError("eval_files: the model dir's config names no evaluation files")
 
 
 def evaluate_model_dir(

@@ -122,24 +122,34 @@ class _EpochCheckpoint(keras.callbacks.Callback):
                 os.remove(os.path.join(self.manager.directory, name))
 
 
-def _resolve_data(config: TrainConfig) -> tuple[fs.FeatureSpec, list[str], list[str]]:
-    """The spec and the train/eval files; every file must exist (checked before training)."""
+def _data_files(config: TrainConfig) -> tuple[fs.FeatureSpec, list[str], list[str], str]:
+    """The spec, the train files, the files of the final evaluation and which split that is:
+    ``eval_files`` (the test files, when there are any) or ``validation`` (the validation
+    split of the train files, when there are no test files). Every file must exist."""
     data = config.data
     ds = datasets.get_dataset(
         data.dataset, config.model_dir, synthetic_rows=data.synthetic_rows, seed=config.seed
     )
     spec = fs.load(data.feature_spec or ds.feature_spec)
     train = input_pipeline.resolve_files(data.train_files or list(ds.train_files))
-    if data.validation_fraction > 0:
-        eval_files = train
-    else:
-        if not (data.eval_files or ds.eval_files):
-            raise ValueError("eval_files: no evaluation files given (or set validation_fraction)")
+    if data.eval_files or ds.eval_files:
         eval_files = input_pipeline.resolve_files(data.eval_files or list(ds.eval_files))
-    return spec, train, eval_files
+        return spec, train, eval_files, "eval_files"
+    if data.validation_fraction > 0:
+        return spec, train, train, "validation"
+    raise ValueError("eval_files: no evaluation files given (or set validation_fraction)")
 
 
-def _read_options(config: TrainConfig, training: bool) -> input_pipeline.ReadOptions:
+def _resolve_data(config: TrainConfig) -> tuple[fs.FeatureSpec, list[str], list[str]]:
+    """The spec and the train/eval files; every file must exist (checked before training)."""
+    return _data_files(config)[:3]
+
+
+def _read_options(
+    config: TrainConfig, training: bool, time_split: input_pipeline.TimeSplit | None = None
+) -> input_pipeline.ReadOptions:
+    """Options of the train split (training) or of the validation split (not training);
+    without a validation split, all rows of the files."""
     data = config.data
     split = None
     if data.validation_fraction > 0:
@@ -152,13 +162,78 @@ def _read_options(config: TrainConfig, training: bool) -> input_pipeline.ReadOpt
         skip_bad_rows=data.skip_bad_rows,
         split=split,
         validation_fraction=data.validation_fraction,
+        split_seed=config.seed,
+        time_split=time_split if split else None,
     )
 
 
+def _eval_options(config: TrainConfig) -> input_pipeline.ReadOptions:
+    """Options of the evaluation files (the test split): every row."""
+    return dataclasses.replace(_read_options(config, training=False), split=None)
+
+
+def validation_split(
+    config: TrainConfig, spec: fs.FeatureSpec, train_files: list[str], compute: bool = True
+) -> input_pipeline.TimeSplit | None:
+    """The run's time split (None: no validation split, or a random one), checked non-empty.
+
+    With a validation fraction and a spec that names ``split.time_column``, the thresholds
+    come from ``<model_dir>/validation_split.npz`` when it was made for the same columns and
+    fraction (a resumed run keeps its split), else from one bounded pass over the training
+    files (``adapt_max_rows`` rows), saved there. ``compute=False`` only loads (a non-chief
+    worker reads the chief's).
+
+    Raises:
+      ValueError: the validation split has no row (the fraction and the files named); a
+        time that is not a number (`DataError`: file, line and value named).
+    """
+    data = config.data
+    if data.validation_fraction <= 0:
+        return None
+    ts = None
+    if spec.split is not None:
+        ts = input_pipeline.TimeSplit.load(config.model_dir)
+        if ts is None or not ts.matches(spec, data.validation_fraction):
+            if not compute:
+                raise ValueError(f"model_dir {config.model_dir!r} has no matching time split")
+            ts = input_pipeline.time_split(
+                spec,
+                train_files,
+                data.validation_fraction,
+                max_rows=data.adapt_max_rows,
+                skip_bad_rows=data.skip_bad_rows,
+            )
+            if ts.validation_rows:
+                ts.save(config.model_dir)
+        empty = ts.validation_rows == 0
+        how = (
+            f"the latest rows by {ts.time_column!r}"
+            + (f" of each {ts.user_column!r}" if ts.user_column else "")
+            + f", of {ts.rows_seen} rows read"
+        )
+    else:
+        if not compute:
+            return None
+        opts = _read_options(config, training=False)
+        empty = not input_pipeline.first_validation_row(spec, train_files, opts)
+        how = "a random share of the rows"
+    if empty:
+        raise ValueError(
+            f"validation split is empty: validation_fraction={data.validation_fraction} "
+            f"({how}) leaves no row of the training files {train_files} for validation; "
+            "raise validation_fraction, or set it to 0 and give eval_files"
+        )
+    return ts
+
+
 def load_or_adapt(
-    config: TrainConfig, spec: fs.FeatureSpec, train_files: list[str]
+    config: TrainConfig,
+    spec: fs.FeatureSpec,
+    train_files: list[str],
+    time_split: input_pipeline.TimeSplit | None = None,
 ) -> pp.PreprocessingState:
-    """Reuses model_dir's preprocessing state, or learns it in one bounded pass and saves it."""
+    """Reuses model_dir's preprocessing state, or learns it in one bounded pass over the
+    train split (never the validation rows) and saves it."""
     if pp.PreprocessingState.exists(config.model_dir):
         saved = fs.load(os.path.join(config.model_dir, "feature_spec.json"))
         if saved != spec:
@@ -168,7 +243,7 @@ def load_or_adapt(
             )
         return pp.PreprocessingState.load(config.model_dir)
     opts = dataclasses.replace(
-        _read_options(config, training=True),
+        _read_options(config, training=True, time_split=time_split),
         shuffle=False,
         batch_size=4096,
         max_rows=config.data.adapt_max_rows,
@@ -245,7 +320,7 @@ def _restore(model, epoch: tf.Variable, checkpoint_dir: str) -> tuple[str | None
     return latest, position
 
 
-def _train_input(config, runtime, spec, files, preprocessor, counter, shards):
+def _train_input(config, runtime, spec, files, preprocessor, counter, shards, time_split=None):
     """``make(epoch=None, skip_steps=0)``: what fit trains on, this worker's shard only.
 
     ``epoch=None``: the run's stream, shuffled with ``seed`` and reshuffled on each pass (and
@@ -260,7 +335,7 @@ def _train_input(config, runtime, spec, files, preprocessor, counter, shards):
     def make(epoch=None, skip_steps=0):
         def dataset(ctx):
             opts = dataclasses.replace(
-                _read_options(config, training=True),
+                _read_options(config, training=True, time_split=time_split),
                 num_shards=shards.num_shards,
                 shard_index=shards.index,
                 shard_files=shards.by == "file",
@@ -347,7 +422,7 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
     config.validate()
     kind, task = distribute.resolve(config.distribution)
     os.makedirs(config.model_dir, exist_ok=True)
-    spec, train_files, eval_files = _resolve_data(config)
+    spec, train_files, eval_files, eval_split = _data_files(config)
     shards = distribute.plan_shards(config.data.shard_policy, train_files, task)
     # MultiWorkerMirroredStrategy must be created before the process's first TensorFlow op.
     runtime = distribute.make_runtime(kind, task)
@@ -357,12 +432,14 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
         shutil.rmtree(work_dir, ignore_errors=True)
         os.makedirs(work_dir)
     if runtime.is_chief:
-        state = load_or_adapt(config, spec, train_files)
+        time_split = validation_split(config, spec, train_files)
+        state = load_or_adapt(config, spec, train_files, time_split)
         with open(os.path.join(config.model_dir, "config.json"), "w") as f:
             f.write(config.to_json() + "\n")
     runtime.barrier()  # the chief's preprocessing state is complete on disk
-    if not runtime.is_chief:
-        state = load_or_adapt(config, spec, train_files)  # the chief's: reads only
+    if not runtime.is_chief:  # the chief's split and preprocessing state: reads only
+        time_split = validation_split(config, spec, train_files, compute=False)
+        state = load_or_adapt(config, spec, train_files, time_split)
 
     with runtime.strategy.scope():
         preprocessor, model = build_for_training(config, state, spec)
@@ -389,10 +466,19 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
     initial_epoch, initial_step = int(epoch.numpy()), position["step_in_epoch"]
 
     counter = input_pipeline.BadRowCounter()
-    make_input = _train_input(config, runtime, spec, train_files, preprocessor, counter, shards)
-    eval_ds = input_pipeline.make_dataset(
-        spec, eval_files, _read_options(config, training=False), preprocessor, counter
+    make_input = _train_input(
+        config, runtime, spec, train_files, preprocessor, counter, shards, time_split
     )
+
+    def final_eval_data(preprocessor):
+        opts = (
+            _read_options(config, training=False, time_split=time_split)
+            if eval_split == "validation"
+            else _eval_options(config)
+        )
+        return input_pipeline.make_dataset(spec, eval_files, opts, preprocessor, counter)
+
+    eval_ds = final_eval_data(preprocessor)
     saver = _EpochCheckpoint(
         manager, epoch, config.checkpoint_every_steps, global_step=position["global_step"]
     )
@@ -418,14 +504,12 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
         return TrainResult({}, None, counter.count, initial_epoch)
     if runtime.distributed:
         preprocessor, model = _undistributed_copy(config, state, spec, model)
-        eval_ds = input_pipeline.make_dataset(
-            spec, eval_files, _read_options(config, training=False), preprocessor, counter
-        )
+        eval_ds = final_eval_data(preprocessor)
 
     results = evaluate(model, eval_ds, config.eval_steps)
     results["epochs"] = config.epochs
     results["model_type"] = config.model.model_type
-    results["eval_split"] = "validation" if config.data.validation_fraction else "eval_files"
+    results["eval_split"] = eval_split
     with open(os.path.join(config.model_dir, "metrics.json"), "w") as f:
         json.dump(results, f, indent=2)
     if counter.count:
@@ -434,7 +518,7 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
     export_path = None
     if config.export_base:
         sample_opts = dataclasses.replace(
-            _read_options(config, training=False), batch_size=64, max_rows=64, skip_bad_rows=True
+            _eval_options(config), batch_size=64, max_rows=64, skip_bad_rows=True
         )
         sample_raw, _ = next(iter(input_pipeline.read_raw(spec, eval_files, sample_opts)))
         export_path = export_lib.export_model(
