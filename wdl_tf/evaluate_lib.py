@@ -5,7 +5,8 @@ Two ways to get the model (scripts/evaluate.py offers both):
 * `evaluate_saved_model`: an exported SavedModel, through its ``serving_default`` signature
   (raw features in, ``probabilities`` out): exactly what TF Serving would score;
 * `evaluate_model_dir`: a training run's model dir, rebuilt from its ``config.json``,
-  ``feature_spec.json``, ``preprocessing.json`` and latest checkpoint.
+  ``feature_spec.json``, ``preprocessing.json`` and kept weights (the best epoch's under
+  early stopping, else the latest checkpoint's).
 
 Both stream the evaluation files through `input_pipeline.read_raw`, collect labels and
 scores (and the user id column, when a user feature is named), and return one dict:
@@ -172,7 +173,8 @@ def evaluate_saved_model(
 
 
 def load_model_dir(model_dir: str) -> tuple[TrainConfig, fs.FeatureSpec, Any, Any]:
-    """(config, spec, preprocessor, model) of a model dir, weights from its latest checkpoint."""
+    """(config, spec, preprocessor, model) of a model dir, with the weights it kept: the
+    best validation epoch's (early stopping), else its latest checkpoint's."""
     config_path = os.path.join(model_dir, "config.json")
     if not os.path.isfile(config_path):
         raise ValueError(f"model_dir: {model_dir!r} has no config.json (not a training run)")
@@ -189,6 +191,7 @@ def load_model_dir(model_dir: str) -> tuple[TrainConfig, fs.FeatureSpec, Any, An
     model_lib.make_checkpoint(model, epoch=tf.Variable(0, dtype=tf.int64)).restore(
         checkpoint
     ).assert_consumed()
+    train_lib.restore_kept_weights(model, model_dir)
     return config, spec, preprocessor, model
 
 

@@ -169,7 +169,7 @@ class ReadOptions:
       skip_bad_rows: drop malformed rows and count them instead of failing.
       split: ``None`` (all rows), ``train`` or ``validation``: a deterministic split of the
         rows, for tuning without touching the test set: by ``time_split`` when given (CSV
-        only), else random, by a hash of (split_seed, file name, line number).
+        only), else random, by a hash of (split_seed, file base name, line number).
       validation_fraction: share of rows in the ``validation`` split.
       split_seed: seed of the random split (apart from ``seed``, which changes per epoch).
       time_split: the split by time (see `TimeSplit`), or None for the random split.
@@ -213,8 +213,9 @@ def _records(files: list[str], opts: ReadOptions, reader) -> tf.data.Dataset:
     """(file, 1-based record number, record) of every file, files interleaved, in the split.
 
     ``reader(path, compression)`` opens one file (TextLineDataset, TFRecordDataset).
-    The train/validation split hashes (file name, record number): deterministic, and the
-    same rows fall in the same split whatever the batch size or shuffling.
+    The random train/validation split hashes (split seed, file base name, record number):
+    deterministic, and the same rows fall in the same split whatever the batch size,
+    shuffling or directory.
     """
 
     def read(path, compression):
@@ -230,7 +231,10 @@ def _records(files: list[str], opts: ReadOptions, reader) -> tf.data.Dataset:
     prefix = f"{opts.split_seed}:" if opts.split_seed else ""
 
     def in_split(path, number, record):
-        key = tf.strings.join([prefix + path, tf.strings.as_string(number)], ":")
+        # The file's base name, not its path: the split survives moving the data (and a
+        # synthetic dataset generated under another model dir).
+        name = tf.strings.regex_replace(path, r".*[/\\]", "")
+        key = tf.strings.join([prefix + name, tf.strings.as_string(number)], ":")
         in_val = tf.strings.to_hash_bucket_fast(key, 10_000) < int(
             opts.validation_fraction * 10_000
         )

@@ -29,6 +29,16 @@ class DatasetFiles:
     eval_files: tuple[str, ...]
 
 
+# Rows of a synthetic dataset when none are asked for (synthetic_rows=0): the census and
+# Criteo twins are test fixtures; the drifting ratings need enough users and history for
+# drift to show (~57K ratings, the size of MovieLens' ml-latest-small).
+DEFAULT_ROWS = {
+    "census_synthetic": 4000,
+    "criteo_synthetic": 4000,
+    "apps_synthetic": 4000,
+    "drifting_synthetic": 60_000,
+}
+
 DATASETS = (
     "census",
     "census_synthetic",
@@ -41,13 +51,16 @@ DATASETS = (
 
 
 def get_dataset(
-    name: str, work_dir: str, *, synthetic_rows: int = 4000, seed: int = 0
+    name: str, work_dir: str, *, synthetic_rows: int = 0, seed: int = 0
 ) -> DatasetFiles:
     """The files of dataset ``name``; synthetic data is generated under ``work_dir``.
+
+    ``synthetic_rows``: rows of a synthetic dataset; 0 = its `DEFAULT_ROWS`.
 
     ``files`` means "the user gives train/eval files and a feature spec": it has no files of
     its own.
     """
+    synthetic_rows = synthetic_rows or DEFAULT_ROWS.get(name, 0)
     if name == "census":
         return DatasetFiles(name, "census", (CENSUS_TRAIN,), (CENSUS_TEST,))
     if name == "census_synthetic":
