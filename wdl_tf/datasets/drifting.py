@@ -26,12 +26,19 @@ reproduces the failure issue 10 measured on real MovieLens data with census-tune
 
 Sizes scale with ``rows`` (ratings before de-duplication): ``rows // RATINGS_PER_USER``
 users and ``rows // RATINGS_PER_MOVIE`` movies. 60,000 rows (the dataset's default) write
-~56K ratings in about a second.
+~57K ratings (600 users, 2,400 movies) in about two seconds.
+
+What the data allows, on the test rows of 60,000 rows, seed 0 (`simulate`'s own values, no
+training): the planted logit reaches AUC 0.83; each user's mean taste over their training
+period (what a factor model of user and movie ids can learn) 0.78; the mean factor of the
+last 50 liked movies 0.71-0.73; smoothed like rates per (user, genre), per movie and per
+user (what the wide part's ids and ``user_id × genres`` memorize) 0.63.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 
@@ -48,15 +55,15 @@ GENRES = (
 )  # fmt: skip
 
 FACTOR_DIM = 8
-GENRE_SHARE = 0.7  # share of a movie's factor that comes from its genres
+GENRE_SHARE = 0.4  # share of a movie's factor that comes from its genres
 POPULARITY_EXPONENT = 0.9  # popularity of the movie of rank r: (r + 1)^-s
 CHOICE_WEIGHT = 1.5  # how much current taste (vs popularity) steers what a user rates
 CANDIDATES = 20  # movies drawn by popularity for each rating, one chosen by taste
-AFFINITY_WEIGHT = 3.0  # logit of "liked" per unit of taste · factor
+AFFINITY_WEIGHT = 4.0  # logit of "liked" per unit of taste · factor
 QUALITY_STD = 0.5
 GENEROSITY_STD = 0.5
 BIAS = -0.5
-DRIFT_MIN, DRIFT_MAX = 0.4, 0.9  # angle the taste turns over the user's period, × π
+DRIFT_MIN, DRIFT_MAX = 0.2, 0.5  # angle the taste turns over the user's period, × π
 RATINGS_PER_USER = 100
 RATINGS_PER_MOVIE = 25
 FIRST_TIME = 1_104_537_600  # 2005-01-01 UTC: users start between here and START_SPAN later
@@ -74,14 +81,25 @@ def _check_int(name: str, value, minimum: int) -> None:
         raise ValueError(f"{name}: must be an integer >= {minimum}, got {value!r}")
 
 
-def write_grouplens(directory: str, rows: int = DEFAULT_ROWS, seed: int = 0) -> tuple[str, str]:
-    """Writes ``ratings.csv`` and ``movies.csv`` (GroupLens layout) of the planted model.
+@dataclasses.dataclass(frozen=True)
+class Simulation:
+    """The planted model and the ratings it drew (one entry per rating, users in order)."""
 
-    Deterministic given (rows, seed). Both files appear atomically.
+    user: np.ndarray  # 1-based user ids
+    movie: np.ndarray  # 1-based movie ids
+    stars: np.ndarray  # 0.5 .. 5.0
+    time: np.ndarray  # Unix seconds
+    logit: np.ndarray  # the planted logit of "liked" (rating >= 4) of each rating
+    taste: np.ndarray  # [ratings, FACTOR_DIM]: the user's taste at the rating's time
+    factors: np.ndarray  # [movies, FACTOR_DIM]
+    quality: np.ndarray  # [movies]
+    generosity: np.ndarray  # [users]
+    genres: list  # per movie: indices into GENRES
+    years: np.ndarray  # [movies]
 
-    Returns:
-      (ratings path, movies path).
-    """
+
+def simulate(rows: int = DEFAULT_ROWS, seed: int = 0) -> Simulation:
+    """Draws the planted model and its ratings; deterministic given (rows, seed)."""
     _check_int("rows", rows, 200)
     _check_int("seed", seed, 0)
     rng = np.random.default_rng([seed, 0xD21F7])
@@ -89,7 +107,6 @@ def write_grouplens(directory: str, rows: int = DEFAULT_ROWS, seed: int = 0) -> 
     num_movies = max(rows // RATINGS_PER_MOVIE, 20)
 
     # Movies: genres, factor, popularity, quality, year.
-    names = [g for g, _ in GENRES]
     weights = np.array([w for _, w in GENRES])
     genre_factors = rng.normal(size=(len(GENRES), FACTOR_DIM))
     counts = rng.choice([1, 2, 3], size=num_movies, p=[0.4, 0.4, 0.2])
@@ -117,7 +134,7 @@ def write_grouplens(directory: str, rows: int = DEFAULT_ROWS, seed: int = 0) -> 
     drift = rng.uniform(DRIFT_MIN, DRIFT_MAX, num_users) * math.pi
     generosity = rng.normal(0.0, GENEROSITY_STD, num_users)
 
-    out_user, out_movie, out_rating, out_time = [], [], [], []
+    out = {k: [] for k in ("user", "movie", "stars", "time", "logit", "taste")}
     for u in range(num_users):
         # Candidates by popularity, then the one the current taste prefers (Gumbel-max);
         # drawn with a margin, as a movie is rated once (its first draw counts).
@@ -136,32 +153,53 @@ def write_grouplens(directory: str, rows: int = DEFAULT_ROWS, seed: int = 0) -> 
         movie, tau, aff = movie[first], tau[first], affinity[first, pick[first]]
         logit = BIAS + AFFINITY_WEIGHT * aff + quality[movie] + generosity[u]
         liked = rng.random(movie.size) < 1.0 / (1.0 + np.exp(-logit))
-        stars = np.where(
-            liked,
-            rng.choice([4.0, 4.5, 5.0], movie.size, p=[0.5, 0.2, 0.3]),
-            rng.choice([0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5], movie.size),
+        out["stars"].append(
+            np.where(
+                liked,
+                rng.choice([4.0, 4.5, 5.0], movie.size, p=[0.5, 0.2, 0.3]),
+                rng.choice([0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5], movie.size),
+            )
         )
-        out_user.append(np.full(movie.size, u + 1))
-        out_movie.append(movie + 1)
-        out_rating.append(stars)
-        out_time.append(start[u] + np.round(tau * days[u] * 86_400).astype(np.int64))
+        out["user"].append(np.full(movie.size, u + 1))
+        out["movie"].append(movie + 1)
+        out["time"].append(start[u] + np.round(tau * days[u] * 86_400).astype(np.int64))
+        out["logit"].append(logit)
+        out["taste"].append(taste[first])
+    return Simulation(
+        **{k: np.concatenate(v) for k, v in out.items()},
+        factors=factors,
+        quality=quality,
+        generosity=generosity,
+        genres=movie_genres,
+        years=years,
+    )
 
+
+def write_grouplens(directory: str, rows: int = DEFAULT_ROWS, seed: int = 0) -> tuple[str, str]:
+    """Writes ``ratings.csv`` and ``movies.csv`` (GroupLens layout) of `simulate`'s ratings.
+
+    Deterministic given (rows, seed). Both files appear atomically.
+
+    Returns:
+      (ratings path, movies path).
+    """
+    sim = simulate(rows, seed)
     os.makedirs(directory, exist_ok=True)
     ratings_path = os.path.join(directory, movielens.RATINGS_FILE)
     movies_path = os.path.join(directory, movielens.MOVIES_FILE)
-    parts = (out_user, out_movie, out_rating, out_time)
-    columns = zip(*(np.concatenate(c).tolist() for c in parts))
+    columns = zip(*(c.tolist() for c in (sim.user, sim.movie, sim.stars, sim.time)))
     _write_atomic(
         ratings_path,
         movielens.RATINGS_HEADER,
         ([u, m, f"{r:.1f}", t] for u, m, r, t in columns),
     )
+    names = [g for g, _ in GENRES]
     _write_atomic(
         movies_path,
         movielens.MOVIES_HEADER,
         (
-            [m + 1, f"Movie {m + 1} ({years[m]})", "|".join(names[g] for g in sorted(genres))]
-            for m, genres in enumerate(movie_genres)
+            [m + 1, f"Movie {m + 1} ({sim.years[m]})", "|".join(names[g] for g in sorted(genres))]
+            for m, genres in enumerate(sim.genres)
         ),
     )
     return ratings_path, movies_path
