@@ -81,14 +81,27 @@ def test_model_dir_defaults_to_its_own_eval_data(trained):
 
 
 def test_default_eval_data_of_a_validation_split(tmp_path):
-    config = config_lib.preset(
+    # With eval files, a run's final metrics are on them (the validation split only
+    # selects the epoch); without any, on the validation split, seeded like the run's.
+    with_test = config_lib.preset(
         "test", model_dir=str(tmp_path), data=config_lib.DataConfig(
             dataset="census_synthetic", synthetic_rows=200, validation_fraction=0.25
         ),
     )  # fmt: skip
+    data = evaluate_lib.default_eval_data(with_test)
+    assert data.split is None and "test" in os.path.basename(data.files[0])
+    train_file = evaluate_lib.datasets.get_dataset(
+        "census_synthetic", str(tmp_path), synthetic_rows=200
+    ).train_files[0]
+    config = config_lib.preset(
+        "test", model_dir=str(tmp_path), seed=3, data=config_lib.DataConfig(
+            dataset="files", train_files=train_file, feature_spec="census",
+            validation_fraction=0.25,
+        ),
+    )  # fmt: skip
     data = evaluate_lib.default_eval_data(config)
     assert data.split == "validation" and data.validation_fraction == 0.25
-    assert len(data.files) == 1 and "train" in os.path.basename(data.files[0])
+    assert data.split_seed == 3 and data.files == [train_file]
     no_eval = config_lib.preset(
         "test", data=config_lib.DataConfig(dataset="files", train_files="x.csv", feature_spec="c")
     )

@@ -37,6 +37,10 @@ def test_model_dir_holds_what_the_run_used(trained):
     assert saved == config
     metrics = json.load(open(os.path.join(md, "metrics.json")))
     assert set(metrics) >= {"auc", "log_loss", "accuracy", "mean_prediction", "label_rate"}
+    # The default validation split (10% of the training rows) chose the kept epoch.
+    assert {"best_epoch", "validation_auc", "validation_log_loss"} <= set(metrics)
+    assert metrics["eval_split"] == "eval_files"
+    assert os.path.isfile(os.path.join(md, train_lib.BEST_FILE))
     assert metrics["examples"] == 1000  # the twin's test file has synthetic_rows // 2 rows
 
 
@@ -67,13 +71,16 @@ def test_export_reloads_with_equal_predictions(trained):
             )
         )
     )
-    # The in-memory model, rebuilt from the model dir's last checkpoint.
+    # The in-memory model, rebuilt from the model dir's last checkpoint, then the kept
+    # (best validation) epoch's weights.
     state = train_lib.pp.PreprocessingState.load(config.model_dir)
     preprocessor, model = train_lib.build_for_training(config, state, spec)
     ckpt = tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints"))
     train_lib.model_lib.make_checkpoint(model, epoch=tf.Variable(0, dtype=tf.int64)).restore(
         ckpt
     ).assert_consumed()
+    kept = train_lib.restore_kept_weights(model, config.model_dir)
+    assert kept == result.metrics["best_epoch"]
     expected = model(preprocessor(raw)).numpy().reshape(-1)
 
     loaded = tf.saved_model.load(result.export_path)

@@ -12,7 +12,7 @@ import sys
 from absl import app, flags, logging
 
 from wdl_tf import config as config_lib
-from wdl_tf import distribute, train_lib
+from wdl_tf import distribute, metrics, train_lib
 from wdl_tf.datasets import DATASETS
 from wdl_tf.model import LR_DECAYS, MODEL_TYPES
 
@@ -123,8 +123,23 @@ def define_train_flags(fv: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_float(
         "validation_fraction",
         _D.validation_fraction,
-        "Hold out this share of the training "
-        "rows and evaluate on it instead of eval_files (for tuning).",
+        "Hold out this share of the training rows for validation (the latest by time, per "
+        "user, when the feature spec names a split time column; else random): it selects "
+        "the kept epoch and tuning; 0: none.",
+        flag_values=fv,
+    )
+    flags.DEFINE_enum(
+        "early_stopping_metric",
+        _T.early_stopping_metric,
+        list(config_lib.EARLY_STOPPING_METRICS),
+        "Validation metric that selects the kept epoch.",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer(
+        "early_stopping_patience",
+        _T.early_stopping_patience,
+        "Stop after this many epochs without a better validation metric and keep the best "
+        "epoch (0: off; needs validation_fraction > 0).",
         flag_values=fv,
     )
     flags.DEFINE_integer(
@@ -134,7 +149,10 @@ def define_train_flags(fv: flags.FlagValues = FLAGS) -> None:
         flag_values=fv,
     )
     flags.DEFINE_integer(
-        "synthetic_rows", _D.synthetic_rows, "Rows of a synthetic dataset.", flag_values=fv
+        "synthetic_rows",
+        _D.synthetic_rows,
+        "Rows of a synthetic dataset (0: the dataset's default).",
+        flag_values=fv,
     )
     flags.DEFINE_integer(
         "keep_versions",
@@ -243,6 +261,8 @@ def config_from_flags() -> config_lib.TrainConfig:
         warm_start_optimizer=FLAGS.warm_start_optimizer,
         distribution=FLAGS.distribution,
         checkpoint_every_steps=FLAGS.checkpoint_every_steps,
+        early_stopping_metric=FLAGS.early_stopping_metric,
+        early_stopping_patience=FLAGS.early_stopping_patience,
     )
     config.validate()
     return config
@@ -250,6 +270,15 @@ def config_from_flags() -> config_lib.TrainConfig:
 
 def _print_result(result: train_lib.TrainResult) -> None:
     print("eval metrics: " + json.dumps(result.metrics, indent=2))
+    m = result.metrics
+    if "validation_auc" in m:
+        print(
+            f"kept epoch {m['best_epoch']} of {m['epochs_trained']} trained: validation AUC "
+            f"{m['validation_auc']:.4f}, log loss {m['validation_log_loss']:.4f}"
+        )
+    parts = metrics.format_logit_parts(m)
+    if parts:
+        print(parts)
     if result.bad_rows:
         print(f"skipped malformed rows: {result.bad_rows}")
     if result.export_path:

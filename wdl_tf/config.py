@@ -17,6 +17,8 @@ from wdl_tf.distribute import DISTRIBUTIONS, SHARD_POLICIES
 from wdl_tf.export_lib import ExportOptions
 from wdl_tf.model import ModelConfig
 
+EARLY_STOPPING_METRICS = ("auc", "log_loss")
+
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
@@ -35,11 +37,15 @@ class DataConfig:
       eval_batch_size: batch size of evaluation and export checks.
       shuffle_buffer: rows in the shuffle buffer.
       skip_bad_rows: drop (and count) malformed rows instead of failing.
-      validation_fraction: when > 0, hold out this share of the training rows (by a hash of
-        file and line) and evaluate on it instead of ``eval_files``: for tuning, so the test
-        split is never used to choose settings.
+      validation_fraction: when > 0, hold out this share of the training rows as the
+        validation split: the latest rows by time (per user) when the feature spec names a
+        ``split`` time column, else a random share (by a hash of seed, file and line). It
+        selects the kept epoch (early stopping) and is what tuning compares, so the test
+        split (``eval_files``) is never used to choose anything; without eval files, the
+        final metrics are on it.
       adapt_max_rows: rows read by the one bounded pass that learns vocabularies/quantiles.
-      synthetic_rows: training rows of a synthetic dataset.
+      synthetic_rows: training rows of a synthetic dataset; 0 = the dataset's default
+        (`wdl_tf.datasets.DEFAULT_ROWS`).
       shard_policy: how workers split the training files in multi-worker training: ``auto``
         (by file when there are at least as many files as workers, else by row), ``file``
         (fails before training with fewer files than workers) or ``data`` (by row).
@@ -53,9 +59,9 @@ class DataConfig:
     eval_batch_size: int = 2048
     shuffle_buffer: int = 10_000
     skip_bad_rows: bool = False
-    validation_fraction: float = 0.0
+    validation_fraction: float = 0.1
     adapt_max_rows: int = 1_000_000
-    synthetic_rows: int = 4000
+    synthetic_rows: int = 0
     shard_policy: str = "auto"
 
     def validate(self) -> None:
@@ -70,6 +76,8 @@ class DataConfig:
         for name in ("batch_size", "eval_batch_size", "shuffle_buffer", "adapt_max_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.synthetic_rows < 0:
+            raise ValueError(f"synthetic_rows: must be >= 0, got {self.synthetic_rows}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(
                 f"validation_fraction: must be in [0, 1), got {self.validation_fraction}"
@@ -107,6 +115,11 @@ class TrainConfig:
         interrupted epoch after its last checkpointed step (0 = checkpoint after every epoch
         only). Turning it on makes each epoch's data order depend on the seed (and the
         epoch) only, so a resumed run sees the batches the interrupted one would have.
+      early_stopping_metric: what selects the kept epoch on the validation split: ``auc``
+        (higher is better) or ``log_loss`` (lower is better).
+      early_stopping_patience: with a validation split, stop after this many epochs without
+        a better validation metric and keep (evaluate, export) the best epoch's weights;
+        0 = off (train every epoch, keep the last).
     """
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -123,6 +136,8 @@ class TrainConfig:
     warm_start_optimizer: bool = False
     distribution: str = "auto"
     checkpoint_every_steps: int = 0
+    early_stopping_metric: str = "auc"
+    early_stopping_patience: int = 3
 
     def validate(self) -> None:
         self.data.validate()
@@ -147,6 +162,20 @@ class TrainConfig:
             raise ValueError(
                 f"checkpoint_every_steps: must be >= 0, got {self.checkpoint_every_steps}"
             )
+        if self.early_stopping_metric not in EARLY_STOPPING_METRICS:
+            raise ValueError(
+                f"early_stopping_metric: unknown value {self.early_stopping_metric!r}; allowed "
+                f"values are {list(EARLY_STOPPING_METRICS)}"
+            )
+        if self.early_stopping_patience < 0:
+            raise ValueError(
+                f"early_stopping_patience: must be >= 0, got {self.early_stopping_patience}"
+            )
+
+    @property
+    def early_stopping(self) -> bool:
+        """Whether the kept epoch is chosen on validation (a split and patience > 0)."""
+        return self.data.validation_fraction > 0 and self.early_stopping_patience > 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

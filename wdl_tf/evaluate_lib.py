@@ -5,7 +5,8 @@ Two ways to get the model (scripts/evaluate.py offers both):
 * `evaluate_saved_model`: an exported SavedModel, through its ``serving_default`` signature
   (raw features in, ``probabilities`` out): exactly what TF Serving would score;
 * `evaluate_model_dir`: a training run's model dir, rebuilt from its ``config.json``,
-  ``feature_spec.json``, ``preprocessing.json`` and latest checkpoint.
+  ``feature_spec.json``, ``preprocessing.json`` and kept weights (the best epoch's under
+  early stopping, else the latest checkpoint's).
 
 Both stream the evaluation files through `input_pipeline.read_raw`, collect labels and
 scores (and the user id column, when a user feature is named), and return one dict:
@@ -35,11 +36,14 @@ SAVED_MODEL_SPEC = os.path.join("assets.extra", "feature_spec.json")
 
 @dataclasses.dataclass(frozen=True)
 class EvalData:
-    """What to read: files, and optionally the hash split of them (``validation``)."""
+    """What to read: files, and optionally their validation split (random by a hash with
+    ``split_seed``, or by time with ``time_split``)."""
 
     files: list[str]
     split: str | None = None
     validation_fraction: float = 0.1
+    split_seed: int = 0
+    time_split: input_pipeline.TimeSplit | None = None
 
 
 # ----------------------------------------------------------------------------------------
@@ -87,6 +91,8 @@ def _read_options(data: EvalData, batch_size: int) -> input_pipeline.ReadOptions
         batch_size=batch_size,
         split=data.split,
         validation_fraction=data.validation_fraction,
+        split_seed=data.split_seed,
+        time_split=data.time_split if data.split else None,
     )
 
 
@@ -167,7 +173,8 @@ def evaluate_saved_model(
 
 
 def load_model_dir(model_dir: str) -> tuple[TrainConfig, fs.FeatureSpec, Any, Any]:
-    """(config, spec, preprocessor, model) of a model dir, weights from its latest checkpoint."""
+    """(config, spec, preprocessor, model) of a model dir, with the weights it kept: the
+    best validation epoch's (early stopping), else its latest checkpoint's."""
     config_path = os.path.join(model_dir, "config.json")
     if not os.path.isfile(config_path):
         raise ValueError(f"model_dir: {model_dir!r} has no config.json (not a training run)")
@@ -184,11 +191,13 @@ def load_model_dir(model_dir: str) -> tuple[TrainConfig, fs.FeatureSpec, Any, An
     model_lib.make_checkpoint(model, epoch=tf.Variable(0, dtype=tf.int64)).restore(
         checkpoint
     ).assert_consumed()
+    train_lib.restore_kept_weights(model, model_dir)
     return config, spec, preprocessor, model
 
 
 def default_eval_data(config: TrainConfig, model_dir: str | None = None) -> EvalData:
-    """The data a training run evaluated on: its eval files, or its validation split.
+    """The data a training run evaluated on: its eval files, or (without any) its validation
+    split (by time with the model dir's saved thresholds when the spec names a time column).
 
     A synthetic dataset's files are (re)made deterministically under ``model_dir`` (default:
     the config's), where training wrote them.
@@ -202,13 +211,19 @@ def default_eval_data(config: TrainConfig, model_dir: str | None = None) -> Eval
     ds = datasets.get_dataset(
         data.dataset, work_dir, synthetic_rows=data.synthetic_rows, seed=config.seed
     )
+    eval_files = data.eval_files or list(ds.eval_files)
+    if eval_files:
+        return EvalData(input_pipeline.resolve_files(eval_files))
     if data.validation_fraction > 0:
         train = input_pipeline.resolve_files(data.train_files or list(ds.train_files))
-        return EvalData(train, split="validation", validation_fraction=data.validation_fraction)
-    eval_files = data.eval_files or list(ds.eval_files)
-    if not eval_files:
-        raise ValueError("eval_files: the model dir's config names no evaluation files")
-    return EvalData(input_pipeline.resolve_files(eval_files))
+        return EvalData(
+            train,
+            split="validation",
+            validation_fraction=data.validation_fraction,
+            split_seed=config.seed,
+            time_split=input_pipeline.TimeSplit.load(work_dir),
+        )
+    raise ValueError("eval_files: the model dir's config names no evaluation files")
 
 
 def evaluate_model_dir(

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import math
 import os
 import re
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from wdl_tf import features as fs
@@ -82,6 +84,79 @@ class BadRowCounter:
         return int(self.variable.numpy())
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class TimeSplit:
+    """The validation split by time: a row is validation when its time >= its threshold.
+
+    Made by `time_split` from the training files. ``user_keys`` (int64 hashes of the user
+    column's values, sorted) and ``thresholds`` give each user's own threshold; a user not
+    among them (beyond the bounded pass that made them) gets ``default_threshold``, the
+    threshold of all rows by time. ``inf`` means "no validation rows".
+
+    Attributes:
+      time_column, user_column: the spec's ``split`` columns (user_column "" = global).
+      fraction: the validation share it was made for.
+      default_threshold: the global time threshold.
+      user_keys, thresholds: per-user thresholds (empty without a user column).
+      rows_seen: rows the pass read; validation_rows: how many of them are validation.
+    """
+
+    time_column: str
+    user_column: str
+    fraction: float
+    default_threshold: float
+    user_keys: np.ndarray
+    thresholds: np.ndarray
+    rows_seen: int = 0
+    validation_rows: int = 0
+
+    FILENAME = "validation_split.npz"
+
+    def save(self, directory: str) -> None:
+        """Writes ``<directory>/validation_split.npz`` (atomically)."""
+        path = os.path.join(directory, self.FILENAME)
+        tmp = f"{path}.tmp-{os.getpid()}.npz"
+        np.savez(
+            tmp,
+            time_column=self.time_column,
+            user_column=self.user_column,
+            fraction=self.fraction,
+            default_threshold=self.default_threshold,
+            user_keys=self.user_keys,
+            thresholds=self.thresholds,
+            rows_seen=self.rows_seen,
+            validation_rows=self.validation_rows,
+        )
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, directory: str) -> TimeSplit | None:
+        """The split saved in ``directory``, or None when there is none."""
+        path = os.path.join(directory, cls.FILENAME)
+        if not os.path.exists(path):
+            return None
+        with np.load(path) as z:
+            return cls(
+                time_column=str(z["time_column"]),
+                user_column=str(z["user_column"]),
+                fraction=float(z["fraction"]),
+                default_threshold=float(z["default_threshold"]),
+                user_keys=z["user_keys"],
+                thresholds=z["thresholds"],
+                rows_seen=int(z["rows_seen"]),
+                validation_rows=int(z["validation_rows"]),
+            )
+
+    def matches(self, spec: fs.FeatureSpec, fraction: float) -> bool:
+        """Whether this split was made for the spec's split columns and this fraction."""
+        return (
+            spec.split is not None
+            and self.time_column == spec.split.time_column
+            and self.user_column == spec.split.user_column
+            and self.fraction == fraction
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class ReadOptions:
     """How to read a split of the data.
@@ -95,8 +170,11 @@ class ReadOptions:
       seed: seed of the shuffles.
       skip_bad_rows: drop malformed rows and count them instead of failing.
       split: ``None`` (all rows), ``train`` or ``validation``: a deterministic split of the
-        rows by a hash of (file name, line number), for tuning without touching the test set.
+        rows, for tuning without touching the test set: by ``time_split`` when given (CSV
+        only), else random, by a hash of (split_seed, file base name, line number).
       validation_fraction: share of rows in the ``validation`` split.
+      split_seed: seed of the random split (apart from ``seed``, which changes per epoch).
+      time_split: the split by time (see `TimeSplit`), or None for the random split.
       max_rows: stop after this many rows (None: all); used for the bounded adapt pass.
       deterministic: keep the order of parallel work fixed, so a run is reproducible given
         the seed (turn off for a little more throughput).
@@ -113,6 +191,8 @@ class ReadOptions:
     skip_bad_rows: bool = False
     split: str | None = None
     validation_fraction: float = 0.1
+    split_seed: int = 0
+    time_split: TimeSplit | None = None
     max_rows: int | None = None
     deterministic: bool = True
     num_shards: int = 1
@@ -135,8 +215,9 @@ def _records(files: list[str], opts: ReadOptions, reader) -> tf.data.Dataset:
     """(file, 1-based record number, record) of every file, files interleaved, in the split.
 
     ``reader(path, compression)`` opens one file (TextLineDataset, TFRecordDataset).
-    The train/validation split hashes (file name, record number): deterministic, and the
-    same rows fall in the same split whatever the batch size or shuffling.
+    The random train/validation split hashes (split seed, file base name, record number):
+    deterministic, and the same rows fall in the same split whatever the batch size,
+    shuffling or directory.
     """
 
     def read(path, compression):
@@ -147,11 +228,15 @@ def _records(files: list[str], opts: ReadOptions, reader) -> tf.data.Dataset:
     if opts.shuffle:
         ds = ds.shuffle(len(files), seed=opts.seed, reshuffle_each_iteration=True)
     ds = ds.interleave(read, **_interleave_args(files, opts))
-    if opts.split is None:
-        return ds
+    if opts.split is None or opts.time_split is not None:
+        return ds  # the time split needs parsed lines: `_lines` applies it
+    prefix = f"{opts.split_seed}:" if opts.split_seed else ""
 
     def in_split(path, number, record):
-        key = tf.strings.join([path, tf.strings.as_string(number)], ":")
+        # The file's base name, not its path: the split survives moving the data (and a
+        # synthetic dataset generated under another model dir).
+        name = tf.strings.regex_replace(path, r".*[/\\]", "")
+        key = tf.strings.join([prefix + name, tf.strings.as_string(number)], ":")
         in_val = tf.strings.to_hash_bucket_fast(key, 10_000) < int(
             opts.validation_fraction * 10_000
         )
@@ -172,7 +257,202 @@ def _lines(files: list[str], spec: fs.FeatureSpec, opts: ReadOptions) -> tf.data
         return ok
 
     lines = _records(files, opts, lambda p, c: tf.data.TextLineDataset(p, compression_type=c))
-    return lines.filter(keep)
+    lines = lines.filter(keep)
+    if opts.split is not None and opts.time_split is not None:
+        lines = _apply_time_split(lines, spec, opts)
+    return lines
+
+
+# ----------------------------------------------------------------------------------------
+# The validation split by time.
+
+
+def _user_key(values: tf.Tensor) -> tf.Tensor:
+    """int64 key of user column values (a 63-bit hash: collisions are negligible)."""
+    return tf.strings.to_hash_bucket_fast(values, 2**63 - 1)
+
+
+def _split_columns(spec: fs.FeatureSpec, skip_bad_rows: bool):
+    """A function (files, line numbers, lines) [B] → (user keys int64 [B], times float64 [B],
+    ok [B]) of the spec's split columns; a time that is not a number fails the pipeline with a
+    `DataError` naming the file, line and value (with ``skip_bad_rows``: ok is False)."""
+    csv = spec.csv
+    split = spec.split
+    ncols = len(csv.columns)
+    time_col = csv.columns.index(split.time_column)
+    user_col = csv.columns.index(split.user_column) if split.user_column else None
+
+    def columns(path, lineno, lines):
+        fields = tf.strings.split(lines, sep=csv.delimiter)
+        nfields = fields.row_lengths()
+        table = tf.strings.strip(fields.to_tensor(default_value="", shape=[None, ncols]))
+        text = table[:, time_col]
+        valid = tf.strings.regex_full_match(text, _NUMBER_RE) & tf.equal(nfields, ncols)
+        times = tf.strings.to_number(tf.where(valid, text, "0"), out_type=tf.float64)
+        users = (
+            _user_key(table[:, user_col])
+            if user_col is not None
+            else tf.zeros_like(times, tf.int64)
+        )
+        if skip_bad_rows:
+            return users, times, valid
+        message = tf.strings.join(
+            [
+                path,
+                ":",
+                tf.strings.as_string(lineno),
+                f": split time column '{split.time_column}' (column {time_col + 1}) value '",
+                text,
+                "' is not a number",
+            ]
+        )
+        count_message = tf.strings.join(
+            [
+                path,
+                ":",
+                tf.strings.as_string(lineno),
+                f": expected {ncols} fields, got ",
+                tf.strings.as_string(nfields),
+            ]
+        )
+        message = tf.where(tf.equal(nfields, ncols), message, count_message)
+        first = tf.strings.join([MALFORMED, tf.boolean_mask(message, ~valid)[:1]])
+        check = tf.debugging.Assert(tf.reduce_all(valid), [first], summarize=1)
+        with tf.control_dependencies([check]):
+            times = tf.identity(times)
+        return users, times, valid
+
+    return columns
+
+
+def _apply_time_split(lines: tf.data.Dataset, spec: fs.FeatureSpec, opts: ReadOptions):
+    """Keeps the lines of ``opts.split`` by `TimeSplit` (vectorized over batches of lines).
+
+    A line whose time is not a number stops the pipeline (`DataError`); with
+    ``skip_bad_rows`` it is in neither split.
+    """
+    ts = opts.time_split
+    if spec.split is None or (ts.time_column, ts.user_column) != (
+        spec.split.time_column,
+        spec.split.user_column,
+    ):
+        raise DataError(
+            f"the time split was made for time column {ts.time_column!r} and user column "
+            f"{ts.user_column!r}, but the feature spec's split is {spec.split}"
+        )
+    columns = _split_columns(spec, opts.skip_bad_rows)
+    default = tf.constant(ts.default_threshold, tf.float64)
+    if ts.user_keys.size:
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(ts.user_keys, tf.int64), tf.constant(ts.thresholds, tf.float64)
+            ),
+            default_value=default,
+        )
+    else:
+        table = None
+    want_validation = opts.split == "validation"
+
+    def keep(path, lineno, line):
+        users, times, ok = columns(path, lineno, line)
+        threshold = table.lookup(users) if table is not None else tf.fill(tf.shape(times), default)
+        in_validation = times >= threshold
+        mask = ok & (in_validation if want_validation else ~in_validation)
+        return (
+            tf.boolean_mask(path, mask),
+            tf.boolean_mask(lineno, mask),
+            tf.boolean_mask(line, mask),
+        )
+
+    return lines.batch(4096).map(keep, deterministic=True).unbatch()
+
+
+def _validation_count(n: int, fraction: float) -> int:
+    """Validation rows of a group of ``n``: round(fraction * n)."""
+    return int(math.floor(fraction * n + 0.5))
+
+
+def time_split(
+    spec: fs.FeatureSpec,
+    files: str | list[str],
+    fraction: float,
+    max_rows: int = 1_000_000,
+    skip_bad_rows: bool = False,
+) -> TimeSplit:
+    """Per-user (or global) time thresholds of the latest ``fraction`` of the training rows.
+
+    One bounded pass (at most ``max_rows`` lines) reads only the split columns. Each user's
+    rows are ordered by time; the last round(fraction × n) of them are validation, i.e. the
+    user's threshold is the time of the first of them (rows tied with it are validation
+    too). Without a user column, or for a user the pass did not reach, the threshold of all
+    rows read applies.
+
+    Raises:
+      DataError: a time that is not a number (file, line, column and value named), or a
+        spec without ``split``, or TFRecord files.
+    """
+    if spec.split is None:
+        raise DataError("a time split needs the feature spec's 'split' (time_column)")
+    files = resolve_files(files)
+    if any(is_tfrecord(f) for f in files):
+        raise DataError(
+            f"the split by time column {spec.split.time_column!r} reads CSV files only, got "
+            f"{files}; remove the spec's 'split' for a random split of TFRecord files"
+        )
+    lines = _lines(files, spec, ReadOptions()).take(max_rows).batch(8192)
+    lines = lines.map(_split_columns(spec, skip_bad_rows), deterministic=True)
+    users, times = [], []
+    try:
+        for u, t, ok in lines:
+            ok = ok.numpy()
+            users.append(u.numpy()[ok])
+            times.append(t.numpy()[ok])
+    except tf.errors.InvalidArgumentError as e:
+        raise_data_error(e)
+    users_a = np.concatenate(users) if users else np.zeros(0, np.int64)
+    times_a = np.concatenate(times) if times else np.zeros(0, np.float64)
+    n = times_a.size
+    k = _validation_count(n, fraction)
+    default = float(np.sort(times_a)[n - k]) if k else math.inf
+    keys = np.zeros(0, np.int64)
+    thresholds = np.zeros(0, np.float64)
+    validation_rows = int(np.sum(times_a >= default))
+    if spec.split.user_column and n:
+        order = np.lexsort((times_a, users_a))
+        u_sorted, t_sorted = users_a[order], times_a[order]
+        starts = np.flatnonzero(np.r_[True, u_sorted[1:] != u_sorted[:-1]])
+        sizes = np.diff(np.r_[starts, n])
+        counts = np.floor(fraction * sizes + 0.5).astype(np.int64)
+        keys = u_sorted[starts]
+        first_val = np.minimum(starts + sizes - counts, n - 1)
+        thresholds = np.where(counts > 0, t_sorted[first_val], math.inf)
+        per_row = np.repeat(thresholds, sizes)
+        validation_rows = int(np.sum(t_sorted >= per_row))
+    return TimeSplit(
+        time_column=spec.split.time_column,
+        user_column=spec.split.user_column,
+        fraction=float(fraction),
+        default_threshold=default,
+        user_keys=keys,
+        thresholds=thresholds,
+        rows_seen=int(n),
+        validation_rows=validation_rows,
+    )
+
+
+def first_validation_row(spec: fs.FeatureSpec, files: list[str], opts: ReadOptions) -> bool:
+    """Whether ``opts``' validation split of ``files`` holds at least one row (reads lines
+    until the first one, without parsing the rest)."""
+    opts = dataclasses.replace(opts, split="validation", shuffle=False, max_rows=None)
+    files = resolve_files(files)
+    if all(is_tfrecord(f) for f in files):
+        ds = _records(files, opts, lambda p, c: tf.data.TFRecordDataset(p, compression_type=c))
+    else:
+        ds = _lines(files, spec, opts)
+    try:
+        return any(True for _ in ds.take(1))
+    except tf.errors.InvalidArgumentError as e:
+        raise_data_error(e)
 
 
 def _first_bad_message(bad: list[tf.Tensor], messages: list[tf.Tensor]) -> tf.Tensor:
@@ -522,6 +802,11 @@ def read_raw(
     if opts.num_shards > 1 and opts.shard_files:
         files = files[opts.shard_index :: opts.num_shards]
     if kinds.pop():
+        if opts.split is not None and opts.time_split is not None:
+            raise DataError(
+                f"the split by time column {opts.time_split.time_column!r} reads CSV files "
+                f"only, got {files}"
+            )
         ds = _records(files, opts, lambda p, c: tf.data.TFRecordDataset(p, compression_type=c))
         if row_shards:
             ds = ds.shard(opts.num_shards, opts.shard_index)

@@ -65,6 +65,54 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     }
 
 
+def logit_parts(
+    labels: np.ndarray, wide: np.ndarray, deep: np.ndarray, bias: float
+) -> dict[str, float]:
+    """Which part of a joint model dominates: logit = wide + deep + bias, part by part.
+
+    A part whose logit barely varies (small std) contributes little to the ranking; a high
+    correlation says both parts learned the same thing; each part's AUC alone says how
+    much of the signal it holds. When one part starves the other (issue 10: fast-fitting
+    wide crosses take the gradient the deep part needed), this shows it.
+
+    Args:
+      labels: [n] binary labels.
+      wide: [n] the wide part's logit, without the bias.
+      deep: [n] the deep part's logit.
+      bias: the joint model's one bias b.
+
+    Returns:
+      ``wide_logit_mean``/``_std``, ``deep_logit_mean``/``_std`` (population std), ``bias``,
+      ``logit_correlation`` (Pearson; NaN when a part is constant), ``wide_logit_auc``,
+      ``deep_logit_auc``.
+    """
+    wide = np.asarray(wide, dtype=np.float64).reshape(-1)
+    deep = np.asarray(deep, dtype=np.float64).reshape(-1)
+    w_std, d_std = float(np.std(wide)), float(np.std(deep))
+    covariance = float(np.mean((wide - wide.mean()) * (deep - deep.mean())))
+    return {
+        "wide_logit_mean": float(np.mean(wide)),
+        "wide_logit_std": w_std,
+        "deep_logit_mean": float(np.mean(deep)),
+        "deep_logit_std": d_std,
+        "bias": float(bias),
+        "logit_correlation": covariance / (w_std * d_std) if w_std and d_std else float("nan"),
+        "wide_logit_auc": auc(labels, wide),
+        "deep_logit_auc": auc(labels, deep),
+    }
+
+
+def format_logit_parts(m: dict[str, float]) -> str:
+    """One line of `logit_parts` for the end-of-run summary ("" without them)."""
+    if "wide_logit_std" not in m:
+        return ""
+    return (
+        f"which part dominates: wide logit std {m['wide_logit_std']:.3f} "
+        f"(AUC alone {m['wide_logit_auc']:.4f}), deep logit std {m['deep_logit_std']:.3f} "
+        f"(AUC alone {m['deep_logit_auc']:.4f}), correlation {m['logit_correlation']:.3f}"
+    )
+
+
 # ----------------------------------------------------------------------------------------
 # Per-user (grouped) metrics: GAUC, NDCG@k, HitRate@k, MAP@k; calibration by score decile.
 #

@@ -375,7 +375,7 @@ def make_checkpoint(model: keras.Model, **extra) -> tf.train.Checkpoint:
         return out
 
     state = {"model": by_path(model.variables)}
-    if model.optimizer is not None:
+    if getattr(model, "optimizer", None) is not None:  # an uncompiled model has none
         state["optimizer"] = by_path(model.optimizer.variables)
     return tf.train.Checkpoint(**state, **extra)
 

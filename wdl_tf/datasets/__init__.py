@@ -4,7 +4,9 @@
 evaluate on adult.test. ``census_synthetic`` is a generated twin with the census schema and
 learnable labels, small enough for end-to-end tests in seconds. ``criteo`` reads the user's
 Criteo display-ads TSV files and ``criteo_synthetic`` generates files in that layout;
-``apps_synthetic`` generates the paper's app-store impressions (``datasets/apps.py``).
+``apps_synthetic`` generates the paper's app-store impressions (``datasets/apps.py``);
+``drifting_synthetic`` generates movie ratings whose users' tastes drift over time, in the
+GroupLens layout prepared for the ``movielens`` spec (``datasets/drifting.py``).
 """
 
 from __future__ import annotations
@@ -27,24 +29,38 @@ class DatasetFiles:
     eval_files: tuple[str, ...]
 
 
+# Rows of a synthetic dataset when none are asked for (synthetic_rows=0): the census and
+# Criteo twins are test fixtures; the drifting ratings need enough users and history for
+# drift to show (~57K ratings, the size of MovieLens' ml-latest-small).
+DEFAULT_ROWS = {
+    "census_synthetic": 4000,
+    "criteo_synthetic": 4000,
+    "apps_synthetic": 4000,
+    "drifting_synthetic": 60_000,
+}
+
 DATASETS = (
     "census",
     "census_synthetic",
     "criteo",
     "criteo_synthetic",
     "apps_synthetic",
+    "drifting_synthetic",
     "files",
 )
 
 
 def get_dataset(
-    name: str, work_dir: str, *, synthetic_rows: int = 4000, seed: int = 0
+    name: str, work_dir: str, *, synthetic_rows: int = 0, seed: int = 0
 ) -> DatasetFiles:
     """The files of dataset ``name``; synthetic data is generated under ``work_dir``.
+
+    ``synthetic_rows``: rows of a synthetic dataset; 0 = its `DEFAULT_ROWS`.
 
     ``files`` means "the user gives train/eval files and a feature spec": it has no files of
     its own.
     """
+    synthetic_rows = synthetic_rows or DEFAULT_ROWS.get(name, 0)
     if name == "census":
         return DatasetFiles(name, "census", (CENSUS_TRAIN,), (CENSUS_TEST,))
     if name == "census_synthetic":
@@ -70,6 +86,13 @@ def get_dataset(
             os.path.join(work_dir, "synthetic_data"), synthetic_rows, seed=seed
         )
         return DatasetFiles(name, "apps", tuple(train), tuple(test))
+    if name == "drifting_synthetic":
+        from wdl_tf.datasets import drifting
+
+        train, test = drifting.get_files(
+            os.path.join(work_dir, "synthetic_data"), synthetic_rows, seed=seed
+        )
+        return DatasetFiles(name, "movielens", (train,), (test,))
     if name == "files":
         return DatasetFiles(name, "", (), ())
     raise ValueError(f"dataset: unknown value {name!r}; allowed values are {list(DATASETS)}")
