@@ -11,6 +11,9 @@ Signatures (see ../shared/docs/tf_serving_contract.md):
 * ``rank`` (paper P10: all candidates of a request in one batch): raw features where each
   feature has either 1 row (the user/context, broadcast) or N rows (the candidates) →
   ``scores`` [N], ``top_k_indices`` and ``top_k_scores`` [min(k, N)].
+* ``explain`` (models with a wide part, `wdl_tf.explain`): ``serving_default``'s inputs →
+  ``logit``, ``bias``, ``wide_logit``, ``deep_logit`` and ``contribution_<name>`` per wide
+  feature and cross, each [B], with logit = bias + wide_logit + deep_logit exactly.
 
 Numeric features in tf.Examples may be int64 lists: TF Serving's REST Classify/Regress
 turn a JSON ``39`` (no decimal point) into one.
@@ -41,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from wdl_tf import features as fs
-from wdl_tf import input_pipeline, tfrecord
+from wdl_tf import explain, input_pipeline, tfrecord
 
 log = logging.getLogger("wdl_tf")
 
@@ -150,6 +153,7 @@ def serving_functions(spec, preprocessor, model, top_k: int = 10) -> dict[str, t
         "classification": (classify, example_sig),
         "regression": (regress, example_sig),
         "rank": (rank, raw_sig),
+        **explain.signatures(preprocessor, model, raw_sig),
     }
 
 
@@ -187,6 +191,7 @@ def write_warmup(
     examples: np.ndarray,
     model_name: str,
     max_rows: int = 64,
+    predict_signatures: tuple[str, ...] = ("serving_default", "rank"),
 ) -> int:
     """Writes predict, rank, classify and regress PredictionLogs; returns the record count.
 
@@ -205,7 +210,7 @@ def write_warmup(
         return 0
     n = min(max_rows, len(examples))
     logs = []
-    for signature in ("serving_default", "rank"):
+    for signature in predict_signatures:
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model_name
         request.model_spec.signature_name = signature
@@ -345,6 +350,7 @@ def export_model(
     sample_raw: dict,
     metrics: dict[str, Any] | None = None,
     options: ExportOptions = ExportOptions(),
+    extra_assets: tuple[str, ...] = (),
 ) -> str:
     """Writes, verifies and publishes a SavedModel; returns ``<export_base>/<version>``.
 
@@ -352,6 +358,7 @@ def export_model(
       sample_raw: a raw batch (as `input_pipeline.read_raw` yields): the warmup requests and
         the rows on which the reloaded model must reproduce the in-memory predictions.
       metrics: the eval metrics, stored in ``assets.extra/metrics.json`` (and gated on).
+      extra_assets: files copied into ``assets.extra/`` (e.g. the training statistics).
 
     Raises:
       ExportError: a failed check; nothing is published and the temp directory is removed.
@@ -379,7 +386,16 @@ def export_model(
         if metrics is not None:
             with open(os.path.join(extra, "metrics.json"), "w") as f:
                 json.dump(metrics, f, indent=2)
-        write_warmup(os.path.join(extra, WARMUP_FILE), inputs, examples, options.model_name)
+        for asset in extra_assets:
+            shutil.copy(asset, extra)
+        signatures = ("serving_default", "rank", *explain.signature_names(model))
+        write_warmup(
+            os.path.join(extra, WARMUP_FILE),
+            inputs,
+            examples,
+            options.model_name,
+            predict_signatures=signatures,
+        )
         verify_in_fresh_process(tmp, inputs, examples, expected, options.atol)
         final = publish(tmp, export_base)
     finally:

@@ -140,18 +140,24 @@ class WideLinear(keras.layers.Layer):
         if self.use_bias:
             self.bias = self.add_weight(name="bias", shape=(1,), initializer="zeros")
 
-    def call(self, inputs):
-        terms = []
+    def contributions(self, inputs) -> dict[str, tf.Tensor]:
+        """Each wide feature's term of the logit, [B, 1]: the sum of its weights for the row's
+        ids (or weight · value for a dense numeric). `call` adds exactly these, so they are an
+        exact decomposition of the wide logit (the ``explain`` signature returns them)."""
+        terms = {}
         for f in self.features:
             x = inputs[f.name]
             table = self.tables[f.name]
             if f.kind == "dense":
-                terms.append(x * tf.reshape(table, [1, 1]))
+                terms[f.name] = x * tf.reshape(table, [1, 1])
             elif f.kind == "ids":
-                terms.append(tf.gather(_rows(table), x[:, 0]))
+                terms[f.name] = tf.gather(_rows(table), x[:, 0])
             else:
-                terms.append(_pool(tf.gather(_rows(table), x), x, "sum"))
-        logit = tf.add_n(terms)
+                terms[f.name] = _pool(tf.gather(_rows(table), x), x, "sum")
+        return terms
+
+    def call(self, inputs):
+        logit = tf.add_n(list(self.contributions(inputs).values()))
         if self.use_bias:
             logit = logit + self.bias
         return logit

@@ -19,6 +19,8 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from wdl_tf import explain
+
 
 def _check(name: str, got, expected: np.ndarray, atol: float) -> float:
     got = np.asarray(got).reshape(-1)
@@ -105,6 +107,7 @@ def main(argv: list[str]) -> int:
         ends = np.cumsum(data["example_lengths"])
         examples = [buffer[end - n : end] for end, n in zip(ends, data["example_lengths"])]
         diffs = check_signatures(loaded, inputs, examples, data["expected"], atol)
+        diffs.update(explain.check_saved_model(loaded, inputs, data["expected"], atol))
         warmup = replay_warmup(
             loaded, os.path.join(path, "assets.extra", "tf_serving_warmup_requests")
         )
