@@ -117,8 +117,10 @@ def test_explain_is_batch_safe(census):
             assert alone[key][0] == pytest.approx(together[key][i], abs=1e-6)
 
 
-def test_export_warms_up_and_verified_explain(census):
-    _, path, _, _ = census
+def test_export_warms_up_explain_and_carries_the_training_stats(census):
+    model_dir, path, _, _ = census
+    stats = os.path.join(path, "assets.extra", "training_stats.json")
+    assert open(stats).read() == open(os.path.join(model_dir, "training_stats.json")).read()
     from tensorflow_serving.apis import prediction_log_pb2
 
     names = []

@@ -115,8 +115,9 @@ class _Columns:
         return len(self.values[self.spec.features[0].name])
 
     def add(self, row: dict[str, Any], where: str) -> None:
-        for f in self.spec.features:
-            value = _normalize(f, row.get(f.name), where)
+        """Adds one row; a bad value raises before anything is added."""
+        values = [_normalize(f, row.get(f.name), where) for f in self.spec.features]
+        for f, value in zip(self.spec.features, values):
             if f.name in row:
                 self.present[f.name] = True
             self.values[f.name].append(value)
@@ -194,8 +195,9 @@ def _open_text(path: str):
     return open(path, encoding="utf-8", errors="replace")
 
 
-def _csv_rows(spec: fs.FeatureSpec, path: str) -> Iterator[tuple[dict[str, Any], str]]:
-    """(row, "file:line") of a CSV file, missing fields left out of the row."""
+def _csv_rows(spec: fs.FeatureSpec, path: str) -> Iterator[tuple[Any, str]]:
+    """(row, "file:line") of a CSV file, a missing field None; a `SampleError` in place of
+    the row of a malformed line."""
     csv = spec.csv
     missing = {""} | set(csv.na_values)
     names = set(spec.feature_names)
@@ -221,9 +223,9 @@ def _csv_rows(spec: fs.FeatureSpec, path: str) -> Iterator[tuple[dict[str, Any],
                     continue
                 columns = list(csv.columns)
             if len(fields) != len(columns):
-                raise SampleError(
-                    f"{where}: expected {len(columns)} fields ({columns}), got {len(fields)}"
-                )
+                message = f"{where}: expected {len(columns)} fields ({columns}), got {len(fields)}"
+                yield SampleError(message), where  # a bad row: the caller raises or skips it
+                continue
             row = {c: (None if v in missing else v) for c, v in zip(columns, fields) if c in names}
             yield row, where
 
@@ -250,20 +252,28 @@ def _tfrecords(path: str) -> Iterator[bytes]:
         raise SampleError(f"{path} is not a (complete) TFRecord file: {e.message}") from None
 
 
-def _example_rows(spec: fs.FeatureSpec, path: str) -> Iterator[tuple[dict[str, Any], str]]:
+def _example_rows(spec: fs.FeatureSpec, path: str) -> Iterator[tuple[Any, str]]:
     from google.protobuf.message import DecodeError
     from tensorflow.core.example import example_pb2
 
     for i, record in enumerate(_tfrecords(path)):
+        where = f"{path}: record {i}"
         try:
-            example = example_pb2.Example.FromString(record)
+            yield _example_row(spec, example_pb2.Example.FromString(record)), where
         except DecodeError:
-            raise SampleError(f"{path}: record {i} is not a tf.Example") from None
-        yield _example_row(spec, example), f"{path}: record {i}"
+            yield SampleError(f"{where} is not a tf.Example"), where
 
 
-def read_rows(spec: fs.FeatureSpec, files: str | list[str], max_rows: int | None = None) -> Sample:
+def read_rows(
+    spec: fs.FeatureSpec,
+    files: str | list[str],
+    max_rows: int | None = None,
+    skip_bad_rows: bool = False,
+) -> Sample:
     """Up to ``max_rows`` rows of CSV or tf.Example TFRecord ``files`` (see the module doc).
+
+    With ``skip_bad_rows``, a malformed row (wrong field count, a non-number in a numeric
+    column) is left out and counted in ``Sample.skipped`` instead of raising.
 
     Raises:
       SampleError: a missing file, a malformed row, no rows, or a feature no row has.
@@ -280,7 +290,14 @@ def read_rows(spec: fs.FeatureSpec, files: str | list[str], max_rows: int | None
         for row, where in rows:
             if max_rows is not None and columns.rows >= max_rows:
                 break
-            columns.add(row, where)
+            try:
+                if isinstance(row, SampleError):
+                    raise row
+                columns.add(row, where)
+            except SampleError:
+                if not skip_bad_rows:
+                    raise
+                columns.skipped += 1
     return columns.sample()
 
 

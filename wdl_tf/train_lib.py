@@ -36,7 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wdl_tf import datasets, distribute, export_lib, input_pipeline, metrics, warm_start
+from wdl_tf import datasets, distribute, export_lib, input_pipeline, metrics, skew, warm_start
 from wdl_tf import features as fs
 from wdl_tf import model as model_lib
 from wdl_tf import preprocessing as pp
@@ -358,6 +358,9 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
         os.makedirs(work_dir)
     if runtime.is_chief:
         state = load_or_adapt(config, spec, train_files)
+        skew.save_training_stats(
+            config.model_dir, spec, state, train_files, config.data.adapt_max_rows
+        )
         with open(os.path.join(config.model_dir, "config.json"), "w") as f:
             f.write(config.to_json() + "\n")
     runtime.barrier()  # the chief's preprocessing state is complete on disk
@@ -437,8 +440,16 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
             _read_options(config, training=False), batch_size=64, max_rows=64, skip_bad_rows=True
         )
         sample_raw, _ = next(iter(input_pipeline.read_raw(spec, eval_files, sample_opts)))
+        assets = skew.export_assets(config.model_dir)  # training_stats.json
         export_path = export_lib.export_model(
-            spec, preprocessor, model, config.export_base, sample_raw, results, config.export
+            spec,
+            preprocessor,
+            model,
+            config.export_base,
+            sample_raw,
+            results,
+            config.export,
+            assets,
         )
     return TrainResult(results, export_path, counter.count, initial_epoch)
 
