@@ -102,8 +102,9 @@ def explain_outputs(preprocessor, model, raw: dict[str, tf.Tensor]) -> dict[str,
 
 
 def part_logits(preprocessor, model, raw: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    """The logits [B] of the model (``joint``) and, when it has them, of its ``wide`` part
-    (with the bias) and its ``deep`` part (without): each part's own ranking of the rows."""
+    """The logits [B] of the model (``joint``, sigmoid of it = the model's output) and, when it
+    has them, of its ``wide`` part (with the bias) and its ``deep`` part (without): each part's
+    own ranking of the rows."""
     encoded = preprocessor(raw)
     wide = _layer(model, "wide")
     deep = _deep_logit(model, encoded)
@@ -113,8 +114,7 @@ def part_logits(preprocessor, model, raw: dict[str, tf.Tensor]) -> dict[str, tf.
     if deep is not None:
         out["deep"] = tf.reshape(deep, [-1])
     joint = tf.add_n(list(out.values())) + _offset(model)
-    out["joint"] = joint
-    return out
+    return {"joint": joint, **out}
 
 
 def signatures(preprocessor, model, raw_signature: list) -> dict[str, tuple]:

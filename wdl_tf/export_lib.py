@@ -43,8 +43,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wdl_tf import features as fs
 from wdl_tf import explain, input_pipeline, tfrecord
+from wdl_tf import features as fs
 
 log = logging.getLogger("wdl_tf")
 
