@@ -24,8 +24,16 @@ setup(
     ],
     extras_require={
         # The serving tests run real gRPC servers and clients, so tests need the serving extra.
-        "test": ["pytest>=7", "ruff", "tensorflow-serving-api>=2.16", "grpcio>=1.24.3"],
+        "test": [
+            "pytest>=7",
+            "ruff",
+            "tensorflow-serving-api>=2.16",
+            "grpcio>=1.24.3",
+            "matplotlib>=3.5",
+        ],
         "serving": ["tensorflow-serving-api>=2.16", "grpcio>=1.24.3"],
+        # Charts of scripts/importance.py and scripts/report.py.
+        "report": ["matplotlib>=3.5"],
     },
     entry_points={
         "console_scripts": [

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from wdl_tf import config as config_lib
-from wdl_tf import datasets, evaluate_lib, explain, input_pipeline, train_lib
+from wdl_tf import datasets, evaluate_lib, explain, input_pipeline, report, train_lib
 from wdl_tf import features as fs
 from wdl_tf import metrics as metrics_lib
 from wdl_tf import model as model_lib
@@ -135,3 +135,7 @@ def test_training_on_downsampled_negatives_is_calibrated_again(census_batch):
     assert abs(uncorrected - label_rate) > 0.15, (uncorrected, label_rate)
     before = metrics_lib.calibration(y.numpy(), p_uncorrected)["ece"]
     assert again["calibration"]["ece"] < before / 2, (again["calibration"]["ece"], before)
+    # The report's calibration section shows the run before and after the correction.
+    document = report.build_report([config.model_dir], importance_repeats=0)
+    assert "before that correction is drawn for comparison" in document
+    assert "<td>0.25</td>" in document  # the rate, in the metrics table
