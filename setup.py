@@ -33,6 +33,7 @@ setup(
             "aiohttp>=3.9",
             "prometheus-client>=0.17",
             "keras-tuner[bayesian]>=1.4,<2",
+            "matplotlib>=3.5",
         ],
         # The local server's REST front is aiohttp; its metrics use prometheus-client.
         "serving": [
@@ -43,6 +44,8 @@ setup(
         ],
         # scripts/tune.py; [bayesian] brings scikit-learn for the Gaussian-process oracle.
         "tune": ["keras-tuner[bayesian]>=1.4,<2"],
+        # Charts of scripts/importance.py and scripts/report.py.
+        "report": ["matplotlib>=3.5"],
     },
     entry_points={
         "console_scripts": [

@@ -362,7 +362,7 @@ def test_killed_worker_resumes_from_last_checkpoint_and_exports_once(
     _assert_same_metrics(json.load(open(os.path.join(model_dir, "metrics.json"))), reference)
 
     loaded = tf.saved_model.load(os.path.join(export_base, "1"))
-    assert set(loaded.signatures) == set(export_lib.SIGNATURES)
+    assert set(loaded.signatures) == {*export_lib.SIGNATURES, "explain"}
     raw = {f.name: tf.constant([[v]]) for f, v in zip(spec.features, (37.0, "Bachelors", "Sales"))}
     p = loaded.signatures["serving_default"](**raw)["probabilities"].numpy()
     assert p.shape == (1, 1) and 0.0 < float(p[0, 0]) < 1.0

@@ -84,7 +84,7 @@ def test_export_reloads_with_equal_predictions(trained):
     expected = model(preprocessor(raw)).numpy().reshape(-1)
 
     loaded = tf.saved_model.load(result.export_path)
-    assert set(loaded.signatures) == set(export_lib.SIGNATURES)
+    assert set(loaded.signatures) == {*export_lib.SIGNATURES, "explain"}
     inputs = {f.name: raw[f.name] for f in spec.features}
     serve = loaded.signatures["serving_default"](**inputs)["probabilities"].numpy().reshape(-1)
     np.testing.assert_allclose(serve, expected, atol=1e-5)

@@ -114,6 +114,13 @@ def define_train_flags(fv: flags.FlagValues = FLAGS) -> None:
         flag_values=fv,
     )
     flags.DEFINE_integer("seed", _T.seed, "Seed of shuffles and initializers.", flag_values=fv)
+    flags.DEFINE_float(
+        "negative_sampling_rate",
+        _M.negative_sampling_rate,
+        "Share of negatives the training data kept (1: all). Below 1, evaluation and the export "
+        "correct the probabilities to the unsampled rate: p / (p + (1 - p) / rate).",
+        flag_values=fv,
+    )
     flags.DEFINE_boolean(
         "skip_bad_rows",
         _D.skip_bad_rows,
@@ -244,6 +251,7 @@ def config_from_flags() -> config_lib.TrainConfig:
             lr_decay=FLAGS.lr_decay,
             ema_momentum=FLAGS.ema_momentum,
             seed=FLAGS.seed,
+            negative_sampling_rate=FLAGS.negative_sampling_rate,
         ),
         export=config_lib.ExportOptions(
             model_name=FLAGS.model_name,

@@ -15,6 +15,9 @@ Signatures (every input and output has the batch as its 0th dimension, so TF Ser
   → ``scores`` [N]. A feature may have 1 row (the user/context), broadcast to the N
   candidates, but only on a server without batching; the best k are picked by the client
   (`top_k`), since a top-k output cannot be split per request.
+* ``explain`` (models with a wide part, `wdl_tf.explain`): ``serving_default``'s inputs →
+  ``logit``, ``bias``, ``wide_logit``, ``deep_logit`` and ``contribution_<name>`` per wide
+  feature and cross, each [B], with logit = bias + wide_logit + deep_logit exactly.
 
 A numeric feature must be one finite number: NaN or ±Inf, a bytes value or several values
 fail the request with InvalidArgument naming the feature. In tf.Examples it may be an int64
@@ -51,8 +54,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from wdl_tf import explain, input_pipeline, tfrecord
 from wdl_tf import features as fs
-from wdl_tf import input_pipeline, tfrecord
 from wdl_tf.verify_export import METHOD_NAMES, context_split
 
 log = logging.getLogger("wdl_tf")
@@ -180,6 +183,7 @@ def serving_functions(spec, preprocessor, model) -> dict[str, tuple]:
         "classification": (classify, example_sig),
         "regression": (regress, example_sig),
         "rank": (rank, raw_sig),
+        **explain.signatures(preprocessor, model, raw_sig),
     }
 
 
@@ -273,6 +277,7 @@ def write_warmup(
     examples: np.ndarray,
     model_name: str,
     max_rows: int = WARMUP_ROWS,
+    predict_signatures: tuple[str, ...] = ("serving_default", "predict", "rank"),
 ) -> int:
     """Writes a PredictionLog for every signature and request kind; returns the count.
 
@@ -299,7 +304,7 @@ def write_warmup(
         return 0
     n = min(max_rows, len(examples))
     logs = []
-    for signature in ("serving_default", "predict", "rank"):
+    for signature in predict_signatures:
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model_name
         request.model_spec.signature_name = signature
@@ -544,6 +549,7 @@ def export_model(
     sample_raw: dict,
     metrics: dict[str, Any] | None = None,
     options: ExportOptions = ExportOptions(),
+    extra_assets: tuple[str, ...] = (),
 ) -> str:
     """Writes, verifies and publishes a SavedModel; returns ``<export_base>/<version>``.
 
@@ -551,6 +557,7 @@ def export_model(
       sample_raw: a raw batch (as `input_pipeline.read_raw` yields): the warmup requests and
         the rows on which the reloaded model must reproduce the in-memory predictions.
       metrics: the eval metrics, stored in ``assets.extra/metrics.json`` (and gated on).
+      extra_assets: files copied into ``assets.extra/`` (e.g. the training statistics).
 
     Raises:
       ExportError: a failed check or a failed write; nothing is published and the temp
@@ -585,7 +592,16 @@ def export_model(
         if metrics is not None:
             with open(os.path.join(extra, "metrics.json"), "w") as f:
                 json.dump(metrics, f, indent=2)
-        write_warmup(os.path.join(extra, WARMUP_FILE), inputs, examples, options.model_name)
+        for asset in extra_assets:
+            shutil.copy(asset, extra)
+        signatures = ("serving_default", "predict", "rank", *explain.signature_names(model))
+        write_warmup(
+            os.path.join(extra, WARMUP_FILE),
+            inputs,
+            examples,
+            options.model_name,
+            predict_signatures=signatures,
+        )
         verify_in_fresh_process(tmp, inputs, examples, expected, options.atol)
         final = publish(tmp, export_base)
     except (OSError, tf.errors.OpError) as e:  # TF writes files through its own file system

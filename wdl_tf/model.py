@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from wdl_tf import optimizers as wdl_optimizers
@@ -43,6 +44,9 @@ class ModelConfig:
         end as their exponential moving average over the last ~1/(1 - momentum) steps (see
         `WeightAverage`); 0 turns it off. Single-process training only.
       seed: seed of the weight initializers.
+      negative_sampling_rate: the share of negatives the training data kept (1 = all). Below
+        1, the model's inference output (``training=False``: evaluation, the export) is
+        corrected to the unsampled rate, p / (p + (1 - p) / rate) (see `SamplingCorrection`).
     """
 
     model_type: str = "wide_deep"
@@ -57,6 +61,7 @@ class ModelConfig:
     lr_decay: str = "none"
     ema_momentum: float = 0.99
     seed: int = 0
+    negative_sampling_rate: float = 1.0
 
     def validate(self) -> None:
         if self.model_type not in MODEL_TYPES:
@@ -76,6 +81,10 @@ class ModelConfig:
             raise ValueError(f"ema_momentum: must be in [0, 1), got {self.ema_momentum}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.negative_sampling_rate <= 1.0:
+            raise ValueError(
+                f"negative_sampling_rate: must be in (0, 1], got {self.negative_sampling_rate}"
+            )
         if self.embedding_dim is not None and self.embedding_dim < 1:
             raise ValueError(f"embedding_dim: must be >= 1, got {self.embedding_dim}")
         for name in ("linear_learning_rate", "dnn_learning_rate"):
@@ -140,18 +149,24 @@ class WideLinear(keras.layers.Layer):
         if self.use_bias:
             self.bias = self.add_weight(name="bias", shape=(1,), initializer="zeros")
 
-    def call(self, inputs):
-        terms = []
+    def contributions(self, inputs) -> dict[str, tf.Tensor]:
+        """Each wide feature's term of the logit, [B, 1]: the sum of its weights for the row's
+        ids (or weight · value for a dense numeric). `call` adds exactly these, so they are an
+        exact decomposition of the wide logit (the ``explain`` signature returns them)."""
+        terms = {}
         for f in self.features:
             x = inputs[f.name]
             table = self.tables[f.name]
             if f.kind == "dense":
-                terms.append(x * tf.reshape(table, [1, 1]))
+                terms[f.name] = x * tf.reshape(table, [1, 1])
             elif f.kind == "ids":
-                terms.append(tf.gather(_rows(table), x[:, 0]))
+                terms[f.name] = tf.gather(_rows(table), x[:, 0])
             else:
-                terms.append(_pool(tf.gather(_rows(table), x), x, "sum"))
-        logit = tf.add_n(terms)
+                terms[f.name] = _pool(tf.gather(_rows(table), x), x, "sum")
+        return terms
+
+    def call(self, inputs):
+        logit = tf.add_n(list(self.contributions(inputs).values()))
         if self.use_bias:
             logit = logit + self.bias
         return logit
@@ -243,6 +258,29 @@ class DeepTower(keras.layers.Layer):
         return self.logit(h)
 
 
+class SamplingCorrection(keras.layers.Layer):
+    """Adds ln(rate) to the logit at inference, when negatives were kept at ``rate``.
+
+    A model trained on data whose negatives were down-sampled to a share ``rate`` predicts
+    p = P(Y=1 | x, sampled); the rate on unsampled data is p / (p + (1 - p) / rate), which is
+    exactly sigmoid(logit + ln rate). Training (``training=True``) sees the plain logit, so
+    the loss matches the sampled data; evaluation and the export see the corrected one.
+    """
+
+    def __init__(self, rate: float, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = float(rate)
+        self.offset = float(np.log(self.rate))
+
+    def call(self, logit, training=None):
+        if training:
+            return logit
+        return logit + self.offset
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate}
+
+
 def model_inputs(features: list[EncodedFeature]) -> dict[str, keras.KerasTensor]:
     """One keras.Input per encoded feature, with the dtype and shape the preprocessor emits."""
     inputs = {}
@@ -291,6 +329,9 @@ def build_model(features: list[EncodedFeature], config: ModelConfig) -> keras.Mo
         )
         logits.append(tower(deep_inputs))
     logit = logits[0] if len(logits) == 1 else keras.layers.Add(name="joint_logit")(logits)
+    if config.negative_sampling_rate < 1.0:
+        correction = SamplingCorrection(config.negative_sampling_rate, name="sampling_correction")
+        logit = correction(logit)
     probability = keras.layers.Activation("sigmoid", name="probability", dtype="float32")(logit)
     return keras.Model(inputs=inputs, outputs=probability, name=f"wdl_{config.model_type}")
 

@@ -46,7 +46,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wdl_tf import datasets, distribute, export_lib, input_pipeline, metrics, warm_start
+from wdl_tf import datasets, distribute, export_lib, input_pipeline, metrics, skew, warm_start
 from wdl_tf import features as fs
 from wdl_tf import model as model_lib
 from wdl_tf import preprocessing as pp
@@ -658,6 +658,9 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
     if runtime.is_chief:
         time_split = validation_split(config, spec, train_files)
         state = load_or_adapt(config, spec, train_files, time_split)
+        skew.save_training_stats(
+            config.model_dir, spec, state, train_files, config.data.adapt_max_rows
+        )
         with open(os.path.join(config.model_dir, "config.json"), "w") as f:
             f.write(config.to_json() + "\n")
     runtime.barrier()  # the chief's preprocessing state is complete on disk
@@ -796,9 +799,17 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
             _eval_options(config), batch_size=64, max_rows=64, skip_bad_rows=True
         )
         sample_raw, _ = next(iter(input_pipeline.read_raw(spec, eval_files, sample_opts)))
+        assets = skew.export_assets(config.model_dir)  # training_stats.json
         try:
             export_path = export_lib.export_model(
-                spec, preprocessor, model, config.export_base, sample_raw, results, config.export
+                spec,
+                preprocessor,
+                model,
+                config.export_base,
+                sample_raw,
+                results,
+                config.export,
+                assets,
             )
         except export_lib.ExportError as e:
             failed = TrainResult(results, None, counter.count, initial_epoch)

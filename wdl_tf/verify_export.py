@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from wdl_tf import explain
+
 SIGNATURES = ("serving_default", "predict", "classification", "regression", "rank")
 METHOD_NAMES = {
     "serving_default": "tensorflow/serving/predict",
@@ -412,9 +414,9 @@ def main(argv: list[str]) -> int:
         buffer = data["example_bytes"].tobytes()
         ends = np.cumsum(data["example_lengths"])
         examples = [buffer[end - n : end] for end, n in zip(ends, data["example_lengths"])]
-        diffs = check_signatures(
-            tf.saved_model.load(path), inputs, examples, data["expected"], atol
-        )
+        loaded = tf.saved_model.load(path)
+        diffs = check_signatures(loaded, inputs, examples, data["expected"], atol)
+        diffs.update(explain.check_saved_model(loaded, inputs, data["expected"], atol))
         serving = check_serving_path(path, inputs, examples, data["expected"], atol)
     except Exception as e:  # noqa: BLE001 - any failure is reported, not raised
         print(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}))
