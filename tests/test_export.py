@@ -112,6 +112,7 @@ def test_warmup_file_holds_predict_rank_classify_and_regress(exported):
     assert kinds == [
         ("predict_log", "serving_default"),
         ("predict_log", "rank"),
+        ("predict_log", "explain"),  # a model with a wide part
         ("classify_log", "classification"),
         ("regress_log", "regression"),
     ]
@@ -124,7 +125,8 @@ def test_verification_rejects_wrong_predictions_and_publishes_nothing(exported, 
     examples = export_lib.serialized_examples(spec, inputs)
     good = _expected(preprocessor, model, raw)
     report = export_lib.verify_in_fresh_process(path, inputs, examples, good, 1e-5)
-    assert report["ok"] and report["warmup_records"] == 4
+    assert report["ok"] and report["warmup_records"] == 5
+    assert report["max_abs_diff"]["explain probability"] <= 1e-5  # explain checked there too
     with pytest.raises(export_lib.ExportError, match="differs from the in-memory model"):
         export_lib.verify_in_fresh_process(path, inputs, examples, good + 0.01, 1e-5)
 
