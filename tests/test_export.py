@@ -157,6 +157,7 @@ def test_warmup_file_holds_every_signature_and_request_kind(exported):
         ("predict_log", "serving_default"),
         ("predict_log", "predict"),
         ("predict_log", "rank"),
+        ("predict_log", "explain"),  # a model with a wide part
         ("classify_log", "classification", "example_list"),
         ("classify_log", "classification", "example_list_with_context"),
         ("regress_log", "regression", "example_list"),
@@ -232,8 +233,9 @@ def test_verification_rejects_wrong_predictions_and_publishes_nothing(exported, 
     examples = export_lib.serialized_examples(spec, inputs)
     good = _expected(preprocessor, model, raw)
     report = export_lib.verify_in_fresh_process(path, inputs, examples, good, 1e-5)
-    assert report["ok"] and report["warmup_records"] == 7
+    assert report["ok"] and report["warmup_records"] == 8
     assert set(report["serving_path_max_abs_diff"]) >= set(export_lib.SIGNATURES)
+    assert report["max_abs_diff"]["explain probability"] <= 1e-5  # explain checked there too
     with pytest.raises(export_lib.ExportError, match="differs from the in-memory model"):
         export_lib.verify_in_fresh_process(path, inputs, examples, good + 0.01, 1e-5)
 

@@ -154,6 +154,11 @@ def _int_text(value: Any) -> str:
 
 def _normalize(f: fs.FeatureConfig, value: Any, where: str) -> Any:
     """One raw value in the Sample's representation (missing: NaN, None or ())."""
+    if type(value) is str and f.dtype != "int":  # a CSV field: the common case, kept fast
+        if f.kind == fs.MULTIVALENT:
+            return tuple(t for t in value.split(f.separator) if t)
+        if f.kind == fs.CATEGORICAL:
+            return value or MISSING_CATEGORY
     if f.kind == fs.NUMERIC:
         if value is None or (isinstance(value, (list, tuple)) and not value):
             return math.nan

@@ -38,7 +38,7 @@ from wdl_tf import samples
 STATS_FILE = "training_stats.json"
 NUM_BINS = 10  # deciles: PSI noise grows with the bins (~ (bins - 1) / rows)
 TOP_TOKENS = 30  # tokens compared one by one; the rest pool into one "other" bin
-MAX_STATS_ROWS = 100_000  # training rows read for the statistics (deciles, top tokens)
+MAX_STATS_ROWS = 50_000  # training rows read for the statistics (deciles, top tokens)
 EPSILON = 1e-4
 METRICS = ("psi", "js")
 
