@@ -161,11 +161,10 @@ def test_grpc_rank_context_row_and_candidates(served, prediction_stub):
     response = prediction_stub.Predict(request, timeout=60)
     outputs = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
     expected = served.run_reference("rank", **columns)
-    assert sorted(outputs) == ["scores", "top_k_indices", "top_k_scores"]
+    # Batch-safe rank: only per-candidate outputs (top-k is picked by the client).
+    assert sorted(outputs) == ["scores"]
     assert outputs["scores"].shape == (5,)
     np.testing.assert_allclose(outputs["scores"], expected["scores"], atol=ATOL)
-    np.testing.assert_array_equal(outputs["top_k_indices"], expected["top_k_indices"])
-    np.testing.assert_allclose(outputs["top_k_scores"], np.sort(outputs["scores"])[::-1], atol=ATOL)
     # The same scores as scoring each candidate with the context copied into it.
     full = served.columns(
         [dict(c, **{n: candidates[0][n] for n in context_features}) for c in candidates]
@@ -364,7 +363,7 @@ def test_grpc_metadata(served, prediction_stub):
         signature_defs.signature_def
     )
     rank = signature_defs.signature_def["rank"]
-    assert set(rank.outputs) == {"scores", "top_k_indices", "top_k_scores"}
+    assert set(rank.outputs) == {"scores"}  # batch-safe: per-candidate outputs only
 
     del request.metadata_field[:]
     with pytest.raises(grpc.RpcError) as e:
