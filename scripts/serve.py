@@ -38,14 +38,28 @@ from tf_serving import config as cfg  # noqa: E402
 
 FLAGS = flags.FLAGS
 _B = cfg.BatchingParameters()
-# Limits of the local server (tf_serving/server/) that tensorflow_model_server has no flag for.
+# Limits and options of the local server (tf_serving/server/) that tensorflow_model_server
+# has no flag for: name -> (flag type, help).
 LOCAL_LIMITS = {
-    "max_body_bytes": "largest REST request body, in bytes (default 64 MiB; 413 above).",
-    "max_in_flight_requests": "REST requests handled at once (default 256; 503 above).",
-    "grpc_workers": "threads serving gRPC requests (default 16).",
-    "rest_backlog": "listen backlog of the REST port (default 1024).",
-    "rest_keepalive_timeout_s": "idle REST keep-alive connections close after this (60 s).",
+    "max_body_bytes": (int, "largest REST request body, in bytes (default 64 MiB; 413 above)."),
+    "max_in_flight_requests": (int, "REST requests handled at once (default 256; 503 above)."),
+    "grpc_workers": (int, "threads serving gRPC requests (default 16)."),
+    "rest_backlog": (int, "listen backlog of the REST port (default 1024)."),
+    "rest_keepalive_timeout_s": (
+        float,
+        "idle REST keep-alive connections close after this (60 s).",
+    ),
+    "request_log_dir": (
+        str,
+        "log a sample of the requests served as TF Serving PredictionLog TFRecords here "
+        "(read by scripts/skew_report.py --request_log); off by default.",
+    ),
+    "request_log_sampling_rate": (
+        float,
+        "share of requests logged, in (0, 1] (default 0.01 when --request_log_dir is set).",
+    ),
 }
+_DEFINE = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}
 
 
 def define_flags(fv: flags.FlagValues = FLAGS) -> None:
@@ -104,9 +118,8 @@ def define_flags(fv: flags.FlagValues = FLAGS) -> None:
         "flag); needed for labels in the initial models.config.",
         flag_values=fv,
     )
-    for name, help_text in LOCAL_LIMITS.items():
-        define = flags.DEFINE_float if name.endswith("_s") else flags.DEFINE_integer
-        define(name, None, f"Local server only: {help_text}", flag_values=fv)
+    for name, (kind, help_text) in LOCAL_LIMITS.items():
+        _DEFINE[kind](name, None, f"Local server only: {help_text}", flag_values=fv)
     flags.DEFINE_string(
         "config_dir", None, "Where to write the config files (default: a temp dir).", flag_values=fv
     )

@@ -103,7 +103,10 @@ def test_default_eval_data_of_a_validation_split(tmp_path):
     assert data.split == "validation" and data.validation_fraction == 0.25
     assert data.split_seed == 3 and data.files == [train_file]
     no_eval = config_lib.preset(
-        "test", data=config_lib.DataConfig(dataset="files", train_files="x.csv", feature_spec="c")
+        "test",
+        data=config_lib.DataConfig(
+            dataset="files", train_files="x.csv", feature_spec="c", validation_fraction=0.0
+        ),
     )
     with pytest.raises(ValueError, match="eval_files: the model dir's config names no"):
         evaluate_lib.default_eval_data(no_eval, str(tmp_path))

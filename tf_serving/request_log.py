@@ -104,22 +104,40 @@ class RequestLogWriter:
           ValueError: ``kind`` is not one of `KINDS`, or ``request`` is not that kind's
             request proto.
         """
-        if kind not in KINDS:
-            raise ValueError(f"kind: unknown value {kind!r}; allowed values are {list(KINDS)}")
+        if not self.sample():
+            return False
+        self.write(request, response, kind)
+        return True
+
+    def sample(self) -> bool:
+        """Draws whether the next request is logged (probability ``sampling_rate``).
+
+        A server whose requests are not protos yet (REST's JSON) draws first and builds the
+        protos for `write` only for the sampled ones.
+        """
         if not self.config.enabled:
             return False
+        with self._lock:
+            return self._random.random() < self.config.sampling_rate
+
+    def write(self, request, response, kind: str) -> None:
+        """Logs ``request`` and ``response`` unconditionally (after `sample` said so).
+
+        Raises:
+          ValueError: ``kind`` is not one of `KINDS`, or ``request`` is not that kind's
+            request proto.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"kind: unknown value {kind!r}; allowed values are {list(KINDS)}")
         log_type, request_type = _log_types()[kind]
         if not isinstance(request, request_type):
             raise ValueError(
                 f"a {kind!r} log needs a {request_type.DESCRIPTOR.full_name}, got "
                 f"{type(request).__name__}"
             )
+        record = self._record(request, response, kind, log_type).SerializeToString()
         with self._lock:
-            if self._random.random() >= self.config.sampling_rate:
-                return False
-            record = self._record(request, response, kind, log_type)
-            self._write(record.SerializeToString())
-        return True
+            self._write(record)
 
     def _record(self, request, response, kind: str, log_type):
         from tensorflow_serving.apis import prediction_log_pb2

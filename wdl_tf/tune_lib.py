@@ -700,6 +700,10 @@ def write_best_flags(
             lines.append(f"--{name}" if wanted[name] else f"--no{name}")
         else:
             lines.append(f"--{name}={written[name]}")
+    # The epochs were chosen on the validation split; the final run uses every training row
+    # (so no split, and no early stopping, which needs one).
+    written["validation_fraction"] = _flag_text(0.0)
+    lines.append(f"--validation_fraction={written['validation_fraction']}")
     tmp = f"{path}.tmp-{os.getpid()}"
     _write_text_atomic(tmp, "\n".join(lines) + "\n")
     try:

@@ -62,6 +62,17 @@ def build_arg_parser() -> argparse.ArgumentParser:
     )
     add("--allow_version_labels_for_unavailable_models", type=_bool, default=False)
     add("--enable_model_warmup", type=_bool, default=True)
+    add(
+        "--request_log_dir",
+        default="",
+        help="log a sample of the requests as PredictionLog TFRecords here (off by default)",
+    )
+    add(
+        "--request_log_sampling_rate",
+        type=float,
+        default=None,
+        help="share of requests logged, in (0, 1] (default 0.01 with --request_log_dir)",
+    )
     add("--verbose", action="store_true")
     return parser
 
@@ -103,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.allow_version_labels_for_unavailable_models
             ),
             enable_model_warmup=args.enable_model_warmup,
+            request_log_dir=args.request_log_dir,
+            request_log_sampling_rate=args.request_log_sampling_rate,
         )
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -31,6 +31,7 @@ from tensorflow_serving.apis import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from tf_serving import config as cfg
+from tf_serving.request_log import RequestLogWriter
 from tf_serving.server import inference as inf
 from tf_serving.server.batching import Batcher
 from tf_serving.server.runner import DEFAULT_MAX_ROWS_PER_CALL, Runner
@@ -102,6 +103,9 @@ class ServingCore:
         label may point at a version that is not (yet) AVAILABLE; without it every label
         must point at an AVAILABLE version, so labels in the initial config are refused.
       batcher, batching_signatures, max_rows_per_call: see `Runner`.
+      request_log: logs a sample of the Predict/Classify/Regress/MultiInference requests
+        served (not the warmup replays) in TF Serving's PredictionLog format; closed by
+        `stop`. None = no logging.
     """
 
     def __init__(
@@ -116,6 +120,7 @@ class ServingCore:
         batcher: Batcher | None = None,
         batching_signatures: Iterable[str] = (),
         max_rows_per_call: int = DEFAULT_MAX_ROWS_PER_CALL,
+        request_log: RequestLogWriter | None = None,
     ):
         models = list(models)
         names = [m.name for m in models]
@@ -129,6 +134,7 @@ class ServingCore:
         self.load_retry_interval_s = load_retry_interval_s
         self.allow_unavailable_labels = allow_version_labels_for_unavailable_models
         self.runner = Runner(batcher, batching_signatures, max_rows_per_call)
+        self.request_log = request_log
         self._lock = threading.Lock()  # guards _models and every VersionRecord
         self._poll_lock = threading.RLock()  # one reconcile at a time
         self._models: dict[str, Model] = {}
@@ -180,6 +186,8 @@ class ServingCore:
                     if record.state == AVAILABLE:
                         record.state = END
                     record.servable = None
+        if self.request_log is not None:
+            self.request_log.close()
 
     @property
     def stopping(self) -> bool:
@@ -502,7 +510,11 @@ class ServingCore:
     def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         if not request.HasField("model_spec"):
             raise invalid("Missing ModelSpec")
-        return self.runner.predict_on(self.resolve(Spec.from_proto(request.model_spec)), request)
+        response = self.runner.predict_on(
+            self.resolve(Spec.from_proto(request.model_spec)), request
+        )
+        self._log(request, response, "predict")
+        return response
 
     def classify(
         self, request: classification_pb2.ClassificationRequest
@@ -512,9 +524,8 @@ class ServingCore:
         spec = Spec.from_proto(request.model_spec)
         servable = self.resolve(spec)
         classes, scores = self.runner.classify_on(servable, spec.signature_name, request.input)
-        response = classification_pb2.ClassificationResponse()
-        _fill_spec(response.model_spec, spec, servable.version)
-        inf.fill_classifications(classes, scores, response.result)
+        response = classification_response(spec, servable.version, classes, scores)
+        self._log(request, response, "classify")
         return response
 
     def regress(
@@ -525,11 +536,8 @@ class ServingCore:
         spec = Spec.from_proto(request.model_spec)
         servable = self.resolve(spec)
         values = self.runner.regress_on(servable, spec.signature_name, request.input)
-        response = regression_pb2.RegressionResponse()
-        _fill_spec(response.model_spec, spec, servable.version)
-        response.result.regressions.extend(
-            regression_pb2.Regression(value=float(v)) for v in values
-        )
+        response = regression_response(spec, servable.version, values)
+        self._log(request, response, "regress")
         return response
 
     def multi_inference(
@@ -552,7 +560,22 @@ class ServingCore:
                 raise invalid(
                     "ModelSpec version must be the same for all tasks in a MultiInferenceRequest."
                 )
-        return self.runner.multi_inference_on(self.resolve(Spec.from_proto(first)), request)
+        response = self.runner.multi_inference_on(self.resolve(Spec.from_proto(first)), request)
+        self._log(request, response, "multi_inference")
+        return response
+
+    def _log(self, request, response, kind: str) -> None:
+        if self.request_log is not None and self.request_log.sample():
+            self.request_log.write(request, response, kind)
+
+    def sample_request_log(self) -> bool:
+        """Whether a request served outside the proto API (REST) is to be logged; it then
+        calls `log_rest` with the protos TF Serving's REST handler would have built."""
+        return self.request_log is not None and self.request_log.sample()
+
+    def log_rest(self, request, response, kind: str) -> None:
+        assert self.request_log is not None
+        self.request_log.write(request, response, kind)
 
     def get_model_metadata(
         self, request: get_model_metadata_pb2.GetModelMetadataRequest
@@ -579,6 +602,32 @@ class ServingCore:
         if not request.model_spec.name:
             raise invalid("Missing model name in request.")
         return self.model_status(Spec.from_proto(request.model_spec))
+
+
+def classification_response(
+    spec: Spec, version: int, classes, scores
+) -> classification_pb2.ClassificationResponse:
+    response = classification_pb2.ClassificationResponse()
+    _fill_spec(response.model_spec, spec, version)
+    inf.fill_classifications(classes, scores, response.result)
+    return response
+
+
+def regression_response(spec: Spec, version: int, values) -> regression_pb2.RegressionResponse:
+    response = regression_pb2.RegressionResponse()
+    _fill_spec(response.model_spec, spec, version)
+    response.result.regressions.extend(regression_pb2.Regression(value=float(v)) for v in values)
+    return response
+
+
+def request_spec(out, spec: Spec) -> None:
+    """Fills a request's model_spec as a client naming ``spec`` would have."""
+    out.name = spec.name
+    if spec.version is not None:
+        out.version.value = spec.version
+    elif spec.label is not None:
+        out.version_label = spec.label
+    out.signature_name = spec.signature_name
 
 
 def _fill_spec(out, spec: Spec, version: int) -> None:

@@ -12,6 +12,7 @@ import grpc
 from tensorflow_serving.config import model_server_config_pb2
 
 from tf_serving import config as cfg
+from tf_serving.request_log import RequestLogConfig, RequestLogWriter
 from tf_serving.server import http_front
 from tf_serving.server.batching import Batcher
 from tf_serving.server.core import ServingCore, models_from_config
@@ -56,6 +57,10 @@ class ModelServer:
         of this many rows (bounded model memory; same outputs).
       enable_model_warmup: replay ``assets.extra/tf_serving_warmup_requests`` on load.
       max_num_load_retries / load_retry_interval_s: retries of a version that failed.
+      request_log_dir / request_log_sampling_rate: log that share of the requests served
+        (gRPC and REST, not warmup) as TF Serving PredictionLog TFRecords in that directory
+        (`tf_serving.request_log`); no directory = off. The rate defaults to 1% when a
+        directory is given.
 
     Raises:
       ValueError: a bad model config, a bad limit, or labels in the initial config
@@ -90,6 +95,8 @@ class ModelServer:
         enable_model_warmup: bool = True,
         max_num_load_retries: int = 5,
         load_retry_interval_s: float = 60.0,
+        request_log_dir: str = "",
+        request_log_sampling_rate: float | None = None,
     ):
         served = [cfg.ServedModel(name, base) for name, base in (models or {}).items()]
         if model_config is not None:
@@ -110,6 +117,14 @@ class ModelServer:
         self.model_config_file = model_config_file
         self.model_config_file_poll_wait_seconds = model_config_file_poll_wait_seconds
         batcher = Batcher(Runner.call_signature, max_batch_size, batch_timeout_micros)
+        request_log = None
+        if request_log_dir or request_log_sampling_rate is not None:
+            rate = 0.01 if request_log_sampling_rate is None else request_log_sampling_rate
+            if not request_log_dir:
+                raise ValueError("request_log_sampling_rate: needs request_log_dir")
+            if not 0.0 < rate <= 1.0:
+                raise ValueError(f"request_log_sampling_rate: must be in (0, 1], got {rate}")
+            request_log = RequestLogWriter(RequestLogConfig(request_log_dir, rate))
         self.core = ServingCore(
             served,
             poll_seconds=poll_seconds,
@@ -120,6 +135,7 @@ class ModelServer:
             batcher=batcher if batching else None,
             batching_signatures=batching_signatures,
             max_rows_per_call=max_rows_per_call,
+            request_log=request_log,
         )
         self.metrics: Metrics | None = None
         if monitoring:

@@ -17,9 +17,21 @@ from typing import Any
 
 import numpy as np
 from google.protobuf import json_format
-from tensorflow_serving.apis import get_model_metadata_pb2, input_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    input_pb2,
+    predict_pb2,
+    regression_pb2,
+)
 
-from tf_serving.server.core import ServingCore
+from tf_serving.server.core import (
+    ServingCore,
+    classification_response,
+    regression_response,
+    request_spec,
+)
+from tf_serving.server.inference import array_to_tensor
 from tf_serving.server.json_codec import (
     array_to_json,
     is_b64,
@@ -217,6 +229,8 @@ class RestApi:
             raise invalid("Missing 'inputs' or 'instances' key")
         del doc
         outputs = self.core.runner.run_predict(servable, sig, inputs)
+        if self.core.sample_request_log():
+            self._log_predict(spec, name, servable.version, inputs, outputs)
         del inputs
         if row:
             return {"predictions": self._rows_json(outputs)}
@@ -334,12 +348,37 @@ class RestApi:
         servable = self.core.resolve(spec)
         if verb == "regress":
             values = self.core.runner.regress_on(servable, spec.signature_name, request_input)
+            if self.core.sample_request_log():
+                request = regression_pb2.RegressionRequest(input=request_input)
+                request_spec(request.model_spec, spec)
+                response = regression_response(spec, servable.version, values)
+                self.core.log_rest(request, response, "regress")
             return {"results": array_to_json(values)}
         classes, scores = self.core.runner.classify_on(servable, spec.signature_name, request_input)
+        if self.core.sample_request_log():
+            request = classification_pb2.ClassificationRequest(input=request_input)
+            request_spec(request.model_spec, spec)
+            response = classification_response(spec, servable.version, classes, scores)
+            self.core.log_rest(request, response, "classify")
         n, c = (classes if classes is not None else scores).shape
         labels = array_to_json(classes) if classes is not None else [[""] * c] * n
         values = array_to_json(scores) if scores is not None else [[0.0] * c] * n
         return {"results": [list(map(list, zip(lr, sr))) for lr, sr in zip(labels, values)]}
+
+    def _log_predict(self, spec: Spec, signature: str, version: int, inputs, outputs) -> None:
+        """Logs a REST predict as the PredictRequest/Response TF Serving's REST handler
+        converts it to (named tensors, the response's model_spec with the version)."""
+        request = predict_pb2.PredictRequest()
+        request_spec(request.model_spec, spec)
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = spec.name
+        response.model_spec.version.value = version
+        response.model_spec.signature_name = signature
+        for alias, value in inputs.items():
+            request.inputs[alias].CopyFrom(array_to_tensor(value))
+        for alias, value in outputs.items():
+            response.outputs[alias].CopyFrom(array_to_tensor(value))
+        self.core.log_rest(request, response, "predict")
 
     def _metadata(self, spec: Spec) -> Any:
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
