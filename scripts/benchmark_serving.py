@@ -475,8 +475,13 @@ def run_keepalive(server: ServerProcess, body: bytes, clients: int, seconds: flo
     failures: list[str] = []
     counts = {"requests": 0, "failed": 0, "connections": 0}
     lock = threading.Lock()
-    barrier = threading.Barrier(clients)
-    deadline: list[float] = []
+    window: list[float] = []  # [start, deadline], set once every client is connected
+
+    def open_window() -> None:  # run by the last thread to arrive, before any is released
+        now = time.monotonic()
+        window[:] = [now, now + seconds]
+
+    barrier = threading.Barrier(clients, action=open_window)
 
     def worker() -> None:
         connection = http.client.HTTPConnection(HOST, server.rest_port, timeout=60)
@@ -485,7 +490,7 @@ def run_keepalive(server: ServerProcess, body: bytes, clients: int, seconds: flo
             barrier.wait(120)
             for _ in range(MAX_REQUESTS_PER_CLIENT):
                 start = time.monotonic()
-                if start >= deadline[0]:
+                if start >= window[1]:
                     break
                 try:
                     connection.request("POST", path, body, headers)
@@ -508,19 +513,13 @@ def run_keepalive(server: ServerProcess, body: bytes, clients: int, seconds: flo
                 failures.extend(errors[: max(0, 10 - len(failures))])
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
-    t0 = time.monotonic()
-    deadline.append(t0 + 120 + seconds)  # reset once every thread is connected
     for t in threads:
         t.start()
-    while barrier.n_waiting < clients and any(t.is_alive() for t in threads):
-        if time.monotonic() - t0 > 120:
-            break
-        time.sleep(0.01)
-    start = time.monotonic()
-    deadline[0] = start + seconds
     for t in threads:
-        t.join(seconds + 180)
-    wall = max(time.monotonic() - start, 1e-9)
+        t.join(seconds + 300)
+    if not window:
+        raise RuntimeError(f"the {clients} keep-alive clients did not all connect")
+    wall = max(time.monotonic() - window[0], 1e-9)
     return {
         "clients": clients,
         "seconds": round(wall, 2),
@@ -770,7 +769,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     env = report["environment"]
     ip = report["in_process"]
     lines = [
-        f"Model: census, hidden units {tuple(report['hidden_units'])}; `rank` request with "
+        f"Model: census, {_model_text(report)}; `rank` request with "
         f"{report['candidates']} candidates. {env['date']}, {env['cpu_count']} CPU cores, "
         f"load average before {env['load_average']}, after {report['load_average_after']}; "
         f"TF {env['tensorflow']}.",
@@ -847,6 +846,12 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"| transport + dispatch (p50 − the steps) | {prof['transport_and_dispatch_ms']:.3f} |"
     )
     return "\n".join(lines) + "\n"
+
+
+def _model_text(report: dict[str, Any]) -> str:
+    if report["hidden_units"] is None:
+        return f"the given SavedModel {report['saved_model']}"
+    return f"hidden units {tuple(report['hidden_units'])}"
 
 
 def run_benchmark(work_dir: str) -> dict[str, Any]:
@@ -927,7 +932,8 @@ def run_benchmark(work_dir: str) -> dict[str, Any]:
         "environment": env,
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "quick": quick,
-        "hidden_units": list(hidden),
+        "hidden_units": None if FLAGS.saved_model_base else list(hidden),
+        "saved_model": src,
         "candidates": FLAGS.candidates,
         "server_startup_s": startup,
         "in_process": in_process,

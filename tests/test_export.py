@@ -18,20 +18,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wdl_tf import config as config_lib
 from wdl_tf import export_lib, input_pipeline, train_lib, verify_export
 from wdl_tf import features as fs
 from wdl_tf import preprocessing as pp
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(census_export):
     """A trained tiny model: (spec, preprocessor, model, raw sample batch, export path)."""
-    tmp = tmp_path_factory.mktemp("export")
-    config = config_lib.preset(
-        "test", model_dir=str(tmp / "model"), export_base=str(tmp / "export"), epochs=1
-    )
-    result = train_lib.train_and_evaluate(config)
+    config, result = census_export.config, census_export
     spec = fs.load(os.path.join(config.model_dir, "feature_spec.json"))
     state = pp.PreprocessingState.load(config.model_dir)
     preprocessor, model = train_lib.build_for_training(config, state, spec)
@@ -238,6 +233,13 @@ def test_verification_rejects_wrong_predictions_and_publishes_nothing(exported, 
     assert report["max_abs_diff"]["explain probability"] <= 1e-5  # explain checked there too
     with pytest.raises(export_lib.ExportError, match="differs from the in-memory model"):
         export_lib.verify_in_fresh_process(path, inputs, examples, good + 0.01, 1e-5)
+    # The suite's in-process verification (tests/conftest.py) runs the same checks.
+    assert os.environ[export_lib.VERIFY_IN_PROCESS_ENV] == "1"
+    here = export_lib.verify_before_publish(path, inputs, examples, good, 1e-5)
+    assert here.keys() == report.keys() and here["warmup_records"] == 8
+    assert here["serving_path_max_abs_diff"].keys() == report["serving_path_max_abs_diff"].keys()
+    with pytest.raises(export_lib.ExportError, match="differs from the in-memory model"):
+        export_lib.verify_before_publish(path, inputs, examples, good + 0.01, 1e-5)
 
 
 def test_nan_model_is_not_published(exported, tmp_path):

@@ -38,9 +38,7 @@ def test_variable_paths_split_into_wide_and_deep():
     model = model_lib.build_model(FEATURES, _config())
     paths = {v.path for v in model.trainable_variables}
     wide = {p for p in paths if p.startswith("wide/")}
-    assert wide == {
-        "wide/age_bucket", "wide/city", "wide/apps", "wide/apps_X_city", "wide/bias"
-    }
+    assert wide == {"wide/age_bucket", "wide/city", "wide/apps", "wide/apps_X_city", "wide/bias"}
     assert "deep/emb_city" in paths and "deep/emb_apps" in paths
     assert "deep/hidden_0/kernel" in paths and "deep/logit/kernel" in paths
     # The joint model has one bias (the wide one): the deep logit has none.

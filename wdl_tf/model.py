@@ -469,7 +469,6 @@ class WeightAverage:
             v.assign(a)
 
 
-
 class WeightAverageCallback(keras.callbacks.Callback):
     """Updates a `WeightAverage` after every batch and applies it when the last epoch ends.
 

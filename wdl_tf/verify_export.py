@@ -405,6 +405,25 @@ def check_serving_path(
     return {"max_abs_diff": diffs, "warmup_records": warmup}
 
 
+def verify(
+    path: str, inputs: dict[str, np.ndarray], examples: list[bytes], expected, atol: float
+) -> dict[str, Any]:
+    """Every check of the module doc, in this process; raises on the first failure.
+
+    Returns the largest differences found and the number of warmup records replayed.
+    """
+    loaded = tf.saved_model.load(path)
+    diffs = check_signatures(loaded, inputs, examples, expected, atol)
+    diffs.update(explain.check_saved_model(loaded, inputs, expected, atol))
+    serving = check_serving_path(path, inputs, examples, expected, atol)
+    return {
+        "ok": True,
+        "max_abs_diff": diffs,
+        "serving_path_max_abs_diff": serving["max_abs_diff"],
+        "warmup_records": serving["warmup_records"],
+    }
+
+
 def main(argv: list[str]) -> int:
     path, request = argv[1], argv[2]
     atol = float(argv[3]) if len(argv) > 3 else 1e-5
@@ -414,23 +433,11 @@ def main(argv: list[str]) -> int:
         buffer = data["example_bytes"].tobytes()
         ends = np.cumsum(data["example_lengths"])
         examples = [buffer[end - n : end] for end, n in zip(ends, data["example_lengths"])]
-        loaded = tf.saved_model.load(path)
-        diffs = check_signatures(loaded, inputs, examples, data["expected"], atol)
-        diffs.update(explain.check_saved_model(loaded, inputs, data["expected"], atol))
-        serving = check_serving_path(path, inputs, examples, data["expected"], atol)
+        result = verify(path, inputs, examples, data["expected"], atol)
     except Exception as e:  # noqa: BLE001 - any failure is reported, not raised
         print(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}))
         return 1
-    print(
-        json.dumps(
-            {
-                "ok": True,
-                "max_abs_diff": diffs,
-                "serving_path_max_abs_diff": serving["max_abs_diff"],
-                "warmup_records": serving["warmup_records"],
-            }
-        )
-    )
+    print(json.dumps(result))
     return 0
 
 

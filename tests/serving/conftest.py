@@ -164,21 +164,8 @@ def copy_version(src: str, base: str, version: int) -> str:
 
 
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory) -> str:
-    from wdl_tf import config as config_lib
-    from wdl_tf import train_lib
-
-    root = tmp_path_factory.mktemp("serving_train")
-    result = train_lib.train_and_evaluate(
-        config_lib.preset(
-            "test",
-            model_dir=str(root / "model"),
-            export_base=str(root / "export"),
-            epochs=1,
-        )
-    )
-    assert result.export_path and os.path.isdir(result.export_path)
-    return result.export_path
+def exported(census_export) -> str:
+    return census_export.export_path
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,8 @@ from tf_serving.server import ModelServer
 from wdl_tf import datasets
 from wdl_tf import features as fs
 
+from .conftest import wait_for
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL = "census"
 
@@ -335,11 +337,14 @@ def _direct(served, rows, signature="serving_default"):
     return {k: v.numpy() for k, v in fn(**feeds).items()}
 
 
-def _hold_the_only_slot(port: int) -> socket.socket:
-    """A request whose body has not all arrived: it holds an in-flight slot until sent."""
-    holder = socket.create_connection(("127.0.0.1", port), timeout=30)
+def _hold_the_only_slot(server: ModelServer) -> socket.socket:
+    """A request whose body has not all arrived: it holds an in-flight slot until sent.
+
+    Returns once the server counts it in flight (a fixed sleep is too short on a busy machine).
+    """
+    holder = socket.create_connection(("127.0.0.1", server.rest_port), timeout=30)
     holder.sendall(b"GET /v1/models/census HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{")
-    time.sleep(0.3)
+    wait_for(lambda: server.rest_stats["in_flight"] == 1, timeout=30, interval=0.02)
     return holder
 
 
@@ -512,7 +517,7 @@ def test_rest_retries_503_from_an_overloaded_server(served):
     ).start()
     try:
         assert server.wait_until_ready(120)
-        holder = _hold_the_only_slot(server.rest_port)
+        holder = _hold_the_only_slot(server)
         with pytest.raises(ServingError) as e:  # without retries the 503 reaches the caller
             RestClient(server.rest_url, MODEL, retries=0).status()
         assert (e.value.code, e.value.http_status) == ("UNAVAILABLE", 503)

@@ -1,0 +1,40 @@
+"""Suite-wide settings and the one tiny trained model that several test modules share.
+
+Exports made during the suite run their pre-publish checks in the exporting process
+(`export_lib.VERIFY_IN_PROCESS_ENV`): the same checks as the fresh process, without a new
+interpreter and TensorFlow import per export. Subprocesses the tests start inherit it.
+`tests/test_export.py` runs the fresh-process path itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+
+os.environ.setdefault("WDL_TF_VERIFY_IN_PROCESS", "1")  # export_lib.VERIFY_IN_PROCESS_ENV
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedExport:
+    config: object  # the TrainConfig of the run
+    export_path: str  # the published version (a SavedModel dir)
+    metrics: dict
+
+
+@pytest.fixture(scope="session")
+def census_export(tmp_path_factory) -> TrainedExport:
+    """The ``test`` preset (census twin, 2,000 rows, hidden (32, 16)) trained for one epoch
+    and published: for tests that need *a* trained census export, not a particular one.
+    Read-only: copy it before changing anything."""
+    from wdl_tf import config as config_lib
+    from wdl_tf import train_lib
+
+    root = tmp_path_factory.mktemp("census_export")
+    config = config_lib.preset(
+        "test", model_dir=str(root / "model"), export_base=str(root / "export"), epochs=1
+    )
+    result = train_lib.train_and_evaluate(config)
+    assert result.export_path and os.path.isdir(result.export_path)
+    return TrainedExport(config, result.export_path, result.metrics)

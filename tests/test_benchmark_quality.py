@@ -1,0 +1,40 @@
+"""scripts/benchmark_quality.py: the ordering check on hand-made numbers, and its configs."""
+
+import importlib.util
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_spec = importlib.util.spec_from_file_location(
+    "benchmark_quality", os.path.join(ROOT, "scripts", "benchmark_quality.py")
+)
+bq = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bq)
+
+
+def _run(dataset, wide, deep, joint):
+    metrics = {k: {"auc": v, "accuracy": 0.8} for k, v in
+               (("wide", wide), ("deep", deep), ("wide_deep", joint))}  # fmt: skip
+    return dict(dataset=dataset, seed=0, seconds=90.0, metrics=metrics)
+
+
+def test_joint_at_least_the_better_part_everywhere():
+    table, ok = bq.summarize([_run("a", 0.70, 0.75, 0.75), _run("b", 0.91, 0.90, 0.92)])
+    assert ok  # a tie with the better part counts as holding (≥)
+    assert "| a | 0 | 0.7000 | 0.7500 | 0.7500 | +0.0000 |" in table
+    assert "| b | 0 | 0.9100 | 0.9000 | 0.9200 | +0.0100 |" in table
+    table, ok = bq.summarize([_run("a", 0.70, 0.75, 0.76), _run("c", 0.70, 0.77, 0.76)])
+    assert not ok
+    assert "| c | 0 | 0.7000 | 0.7700 | 0.7600 | -0.0100 ✗ |" in table
+
+
+def test_configs_are_train_py_defaults_and_unknown_datasets_are_named():
+    config = bq.config_for("drifting_synthetic", 1, "/tmp/q", quick=False)
+    defaults = bq.config_lib.TrainConfig()
+    assert (config.seed, config.data.dataset) == (1, "drifting_synthetic")
+    assert config.model == defaults.model and config.epochs == defaults.epochs
+    assert config.data.validation_fraction == defaults.data.validation_fraction > 0
+    assert config.model_dir == "/tmp/q/drifting_synthetic_seed1"
+    with pytest.raises(ValueError, match="datasets: unknown value 'imdb'; allowed values"):
+        bq.config_for("imdb", 0, "/tmp/q", quick=False)
