@@ -77,6 +77,19 @@ def _log_types():
     }
 
 
+def _log_type(request, kind: str):
+    """The PredictionLog field type of ``kind``, after checking ``request`` is its request."""
+    if kind not in KINDS:
+        raise ValueError(f"kind: unknown value {kind!r}; allowed values are {list(KINDS)}")
+    log_type, request_type = _log_types()[kind]
+    if not isinstance(request, request_type):
+        raise ValueError(
+            f"a {kind!r} log needs a {request_type.DESCRIPTOR.full_name}, got "
+            f"{type(request).__name__}"
+        )
+    return log_type
+
+
 class RequestLogWriter:
     """Logs a sampled share of requests as PredictionLog records (module doc). Thread-safe.
 
@@ -104,9 +117,10 @@ class RequestLogWriter:
           ValueError: ``kind`` is not one of `KINDS`, or ``request`` is not that kind's
             request proto.
         """
+        log_type = _log_type(request, kind)
         if not self.sample():
             return False
-        self.write(request, response, kind)
+        self._write(self._record(request, response, kind, log_type).SerializeToString())
         return True
 
     def sample(self) -> bool:
@@ -127,17 +141,8 @@ class RequestLogWriter:
           ValueError: ``kind`` is not one of `KINDS`, or ``request`` is not that kind's
             request proto.
         """
-        if kind not in KINDS:
-            raise ValueError(f"kind: unknown value {kind!r}; allowed values are {list(KINDS)}")
-        log_type, request_type = _log_types()[kind]
-        if not isinstance(request, request_type):
-            raise ValueError(
-                f"a {kind!r} log needs a {request_type.DESCRIPTOR.full_name}, got "
-                f"{type(request).__name__}"
-            )
-        record = self._record(request, response, kind, log_type).SerializeToString()
-        with self._lock:
-            self._write(record)
+        log_type = _log_type(request, kind)
+        self._write(self._record(request, response, kind, log_type).SerializeToString())
 
     def _record(self, request, response, kind: str, log_type):
         from tensorflow_serving.apis import prediction_log_pb2
@@ -153,6 +158,10 @@ class RequestLogWriter:
         return entry
 
     def _write(self, data: bytes) -> None:
+        with self._lock:
+            self._write_locked(data)
+
+    def _write_locked(self, data: bytes) -> None:
         import tensorflow as tf
 
         if self._writer is None:
