@@ -27,6 +27,7 @@ setup(
         # real searches, so tests need the serving and tune extras.
         "test": [
             "pytest>=7",
+            "pytest-xdist>=3",  # the suite runs on every core (pyproject addopts: -n auto)
             "ruff",
             "tensorflow-serving-api>=2.16",
             "grpcio>=1.24.3",

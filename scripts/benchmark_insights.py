@@ -29,13 +29,18 @@ from absl import app, flags, logging
 
 from wdl_tf import config as config_lib
 
-flags.DEFINE_string("work_dir", "/tmp/wdl_insights", "Where the run and the JSON go.")
-flags.DEFINE_integer("rows", 100_000, "Training rows of the app store.")
-flags.DEFINE_integer("epochs", 5, "Epochs.")
-flags.DEFINE_integer("seed", 0, "Seed of the planted model and of training.")
-flags.DEFINE_integer("top", 20, "Top cross tokens checked.")
-flags.DEFINE_bool("quick", False, "Tiny and one epoch: a smoke check only.")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Defined by the main only, so tests can import this module beside other scripts."""
+    flags.DEFINE_string("work_dir", "/tmp/wdl_insights", "Where the run and the JSON go.")
+    flags.DEFINE_integer("rows", 100_000, "Training rows of the app store.")
+    flags.DEFINE_integer("epochs", 5, "Epochs.")
+    flags.DEFINE_integer("seed", 0, "Seed of the planted model and of training.")
+    flags.DEFINE_integer("top", 20, "Top cross tokens checked.")
+    flags.DEFINE_bool("quick", False, "Tiny and one epoch: a smoke check only.")
+
 
 STRONG = ("installed_apps", "impression_app")
 UNUSED = "language"
@@ -122,5 +127,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     logging.set_verbosity(logging.WARNING)
     app.run(main)

@@ -30,11 +30,15 @@ from wdl_tf import datasets
 # Rows of the synthetic datasets measured (their DEFAULT_ROWS are test-sized).
 ROWS = {"apps_synthetic": 200_000, "drifting_synthetic": 0, "census": 0}
 
-flags.DEFINE_string("work_dir", "/tmp/wdl_quality", "Where the runs and the tables go.")
-flags.DEFINE_list("datasets", ["census", "apps_synthetic", "drifting_synthetic"], "Datasets.")
-flags.DEFINE_list("seeds", ["0", "1"], "Seeds (of the synthetic data and of the model).")
-flags.DEFINE_bool("quick", False, "A tiny census twin for one epoch (smoke check only).")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """Defined by the main only, so tests can import this module beside other scripts."""
+    flags.DEFINE_string("work_dir", "/tmp/wdl_quality", "Where the runs and the tables go.")
+    flags.DEFINE_list("datasets", ["census", "apps_synthetic", "drifting_synthetic"], "Datasets.")
+    flags.DEFINE_list("seeds", ["0", "1"], "Seeds (of the synthetic data and of the model).")
+    flags.DEFINE_bool("quick", False, "A tiny census twin for one epoch (smoke check only).")
 
 
 def config_for(dataset: str, seed: int, work_dir: str, quick: bool) -> config_lib.TrainConfig:
@@ -115,5 +119,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     logging.set_verbosity(logging.WARNING)
     app.run(main)
