@@ -28,7 +28,7 @@ from wdl_tf import config as config_lib
 from wdl_tf import datasets
 
 # Rows of the synthetic datasets measured (their DEFAULT_ROWS are test-sized).
-ROWS = {"apps_synthetic": 200_000, "drifting_synthetic": 0, "census": 0}
+ROWS = {"apps_synthetic": 50_000, "drifting_synthetic": 0, "census": 0}
 
 FLAGS = flags.FLAGS
 

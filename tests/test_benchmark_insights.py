@@ -26,7 +26,7 @@ def test_planted_pairs_strong_features_and_the_unused_one():
     seen = {"a1 × a2", "a7 × a8", "a9 × a10", "a11 × a12"}
     good = _result(
         ["a1 × a2", "a3 × a4", "a9 × a10"],
-        ["impression_app", "installed_apps", "developer", "language"],
+        ["rating", "price", "developer", "language"],
         0.0005,
         0.0010,
     )
@@ -35,10 +35,10 @@ def test_planted_pairs_strong_features_and_the_unused_one():
     assert figure["planted_share_of_seen_pairs"] == 0.25
     assert all(figure["checks"].values())
 
-    # Only the top `top` tokens count; a strong feature ranked third; language matters.
+    # Only the top `top` tokens count; the two strong features swapped; language matters.
     bad = _result(
         ["a9 × a10", "a7 × a8", "a1 × a2", "a3 × a4"],
-        ["impression_app", "developer", "installed_apps"],
+        ["price", "rating", "developer"],
         0.02,
         0.001,
     )
