@@ -366,6 +366,12 @@ def write_warmup(
 VERIFY_IN_PROCESS_ENV = "WDL_TF_VERIFY_IN_PROCESS"
 
 
+def _checker_inputs(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The inputs as the checker reads them: strings as fixed-width bytes (so npz loads them
+    without pickle; the in-process check gets the same arrays)."""
+    return {k: v.astype(bytes) if v.dtype == object else v for k, v in inputs.items()}
+
+
 def verify_before_publish(
     path: str, inputs: dict, examples: np.ndarray, expected: np.ndarray, atol: float
 ) -> dict[str, Any]:
@@ -378,9 +384,8 @@ def verify_before_publish(
         return verify_in_fresh_process(path, inputs, examples, expected, atol)
     from wdl_tf import verify_export
 
-    arrays = {k: v.astype(bytes) if v.dtype == object else v for k, v in inputs.items()}
     try:
-        return verify_export.verify(path, arrays, list(examples), expected, atol)
+        return verify_export.verify(path, _checker_inputs(inputs), list(examples), expected, atol)
     except Exception as e:  # noqa: BLE001 - reported as the fresh process reports it
         detail = json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"})
         raise ExportError(f"verification of {path} failed: {detail}") from None
@@ -396,10 +401,7 @@ def verify_in_fresh_process(
     """
     with tempfile.TemporaryDirectory(prefix="wdl_verify_") as tmp:
         request = os.path.join(tmp, "request.npz")
-        # Strings as fixed-width bytes: npz then loads without pickle.
-        arrays = {
-            f"input:{k}": v.astype(bytes) if v.dtype == object else v for k, v in inputs.items()
-        }
+        arrays = {f"input:{k}": v for k, v in _checker_inputs(inputs).items()}
         # Serialized protos may end in NUL bytes, which numpy's bytes dtype strips: store
         # them as one byte buffer with lengths.
         np.savez(

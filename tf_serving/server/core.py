@@ -565,8 +565,8 @@ class ServingCore:
         return response
 
     def _log(self, request, response, kind: str) -> None:
-        if self.request_log is not None and self.request_log.sample():
-            self.request_log.write(request, response, kind)
+        if self.sample_request_log():
+            self.log_rest(request, response, kind)
 
     def sample_request_log(self) -> bool:
         """Whether a request served outside the proto API (REST) is to be logged; it then
@@ -574,6 +574,7 @@ class ServingCore:
         return self.request_log is not None and self.request_log.sample()
 
     def log_rest(self, request, response, kind: str) -> None:
+        """Writes a sampled request (`sample_request_log` said so) and its response."""
         assert self.request_log is not None
         self.request_log.write(request, response, kind)
 

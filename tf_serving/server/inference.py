@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from google.protobuf import text_format
 from tensorflow.core.framework import tensor_pb2, types_pb2
-from tensorflow_serving.apis import input_pb2
+from tensorflow_serving.apis import input_pb2, predict_pb2
 
 from tf_serving.server.servables import DEFAULT_SIGNATURE, Servable, Signature
 from tf_serving.server.status import dtype_name, failed_precondition, invalid
@@ -130,6 +130,19 @@ def tensor_to_array(alias: str, proto: tensor_pb2.TensorProto, want: int) -> np.
 
 def array_to_tensor(value: np.ndarray) -> tensor_pb2.TensorProto:
     return tensor_proto(value)
+
+
+def predict_response(
+    name: str, version: int, signature: str, outputs: Mapping[str, np.ndarray]
+) -> predict_pb2.PredictResponse:
+    """The PredictResponse of ``outputs``, its model_spec naming the version that ran."""
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = name
+    response.model_spec.version.value = version
+    response.model_spec.signature_name = signature
+    for alias, value in outputs.items():
+        response.outputs[alias].CopyFrom(array_to_tensor(value))
+    return response
 
 
 def examples_tensor(input_proto: input_pb2.Input) -> np.ndarray:

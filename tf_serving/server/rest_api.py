@@ -31,7 +31,7 @@ from tf_serving.server.core import (
     regression_response,
     request_spec,
 )
-from tf_serving.server.inference import array_to_tensor
+from tf_serving.server.inference import array_to_tensor, predict_response
 from tf_serving.server.json_codec import (
     array_to_json,
     is_b64,
@@ -370,14 +370,9 @@ class RestApi:
         converts it to (named tensors, the response's model_spec with the version)."""
         request = predict_pb2.PredictRequest()
         request_spec(request.model_spec, spec)
-        response = predict_pb2.PredictResponse()
-        response.model_spec.name = spec.name
-        response.model_spec.version.value = version
-        response.model_spec.signature_name = signature
         for alias, value in inputs.items():
             request.inputs[alias].CopyFrom(array_to_tensor(value))
-        for alias, value in outputs.items():
-            response.outputs[alias].CopyFrom(array_to_tensor(value))
+        response = predict_response(spec.name, version, signature, outputs)
         self.core.log_rest(request, response, "predict")
 
     def _metadata(self, spec: Spec) -> Any:

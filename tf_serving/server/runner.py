@@ -125,13 +125,7 @@ class Runner:
             for alias, proto in request.inputs.items()
         }
         outputs = self.run_predict(servable, sig, inputs, request.output_filter)
-        response = predict_pb2.PredictResponse()
-        response.model_spec.name = request.model_spec.name
-        response.model_spec.version.value = servable.version
-        response.model_spec.signature_name = name
-        for alias, value in outputs.items():
-            response.outputs[alias].CopyFrom(inf.array_to_tensor(value))
-        return response
+        return inf.predict_response(request.model_spec.name, servable.version, name, outputs)
 
     def classify_on(self, servable: Servable, signature_name: str, input_proto):
         """Runs a classify signature; returns (classes [N, C] | None, scores [N, C] | None)."""
