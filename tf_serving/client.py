@@ -283,11 +283,17 @@ def _to_array(value: Any, dtype_name: str | None) -> np.ndarray:
     return np.asarray(value, dtype=dtype)
 
 
-def _rank_inputs(context: Mapping[str, Any], candidates: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``rank`` signature's inputs: every feature as [N, 1], the context repeated N times.
+def _rank_inputs(
+    context: Mapping[str, Any], candidates: Mapping[str, Any], repeat_context: bool = True
+) -> dict[str, Any]:
+    """The ``rank`` signature's inputs: candidates as [N, 1], context as [N, 1] or [1, 1].
 
-    Sending every input with N rows works with a rank signature that broadcasts a 1-row
-    context and with one that needs all inputs batched alike (TF Serving's batching does).
+    Sending every input with N rows (``repeat_context``) works with a rank signature that
+    broadcasts a 1-row context and with one that needs all inputs batched alike (TF
+    Serving's batching does). Without it the context goes once, as [1, 1]: a smaller
+    request, and the model preprocesses the context once instead of N times — for servers
+    that do not batch ``rank`` (the local server; tensorflow_model_server without
+    ``--enable_batching``).
     """
     both = sorted(set(context) & set(candidates))
     if both:
@@ -314,7 +320,7 @@ def _rank_inputs(context: Mapping[str, Any], candidates: Mapping[str, Any]) -> d
         arr = np.asarray(value, dtype=object if _is_text(value) else None)
         if arr.size != 1:
             raise ValueError(f"rank: context feature {name!r} must be one value, got {value!r}")
-        inputs[name] = np.repeat(arr.reshape(1, 1), n, axis=0)
+        inputs[name] = np.repeat(arr.reshape(1, 1), n if repeat_context else 1, axis=0)
     return inputs
 
 
@@ -602,13 +608,20 @@ class GrpcClient:
         label: str | None = None,
         dtypes: Mapping[str, Any] | None = None,
         top_k: int | None = DEFAULT_TOP_K,
+        repeat_context: bool = True,
     ) -> dict[str, np.ndarray]:
         """Scores N candidates for one context: ``scores`` [N], ``top_k_indices/_scores``.
 
         When the signature returns only ``scores``, the top ``top_k`` are picked here.
+        ``repeat_context=False`` sends the context once (see `_rank_inputs`: not for a
+        server that batches ``rank``).
         """
         outputs = self.predict(
-            _rank_inputs(context, candidates), signature_name, version, label, dtypes=dtypes
+            _rank_inputs(context, candidates, repeat_context),
+            signature_name,
+            version,
+            label,
+            dtypes=dtypes,
         )
         return _with_top_k(outputs, top_k)
 
@@ -895,15 +908,17 @@ class RestClient:
         label: str | None = None,
         dtypes: Mapping[str, Any] | None = None,
         top_k: int | None = DEFAULT_TOP_K,
+        repeat_context: bool = True,
     ) -> dict[str, np.ndarray]:
         """Scores N candidates for one context: ``scores`` [N], ``top_k_indices``, ``top_k_scores``.
 
         Sent in the columnar format (a rank signature's top-k outputs, when it has them,
         do not have N rows, which the row format needs); with only ``scores`` the top
-        ``top_k`` are picked here.
+        ``top_k`` are picked here. ``repeat_context=False`` sends the context once (see
+        `_rank_inputs`: not for a server that batches ``rank``).
         """
         outputs = self.predict(
-            _rank_inputs(context, candidates),
+            _rank_inputs(context, candidates, repeat_context),
             signature_name,
             version,
             label,

@@ -293,6 +293,8 @@ def test_rank_inputs_shapes():
     assert inputs["age"].tolist() == [[39.0]] * 3
     assert inputs["gender"].tolist() == [["Male"]] * 3
     assert inputs["occupation"].shape == (3, 1)
+    once = cl._rank_inputs({"age": 39.0}, {"occupation": ["a", "b", "c"]}, repeat_context=False)
+    assert once["age"].tolist() == [[39.0]] and once["occupation"].shape == (3, 1)
     with pytest.raises(ValueError, match=r"features \['age'\] are both in context"):
         cl._rank_inputs({"age": 1.0}, {"age": [1.0, 2.0]})
     with pytest.raises(ValueError, match="different lengths"):
@@ -409,8 +411,11 @@ def test_rank_scores_all_candidates(served, protocol):
     context = {k: v for k, v in user.items() if k != "occupation"}
     with _client(served, protocol) as client:
         ranked = client.rank(context, {"occupation": occupations}, top_k=3)
+        # The context sent once ([1, 1]) is broadcast by the model: the same scores.
+        once = client.rank(context, {"occupation": occupations}, repeat_context=False)
     expected = _direct(served, [dict(user, occupation=o) for o in occupations])
     np.testing.assert_allclose(ranked["scores"], expected["probabilities"].reshape(-1), atol=1e-6)
+    np.testing.assert_allclose(once["scores"], expected["probabilities"].reshape(-1), atol=1e-6)
     order = np.argsort(-ranked["scores"], kind="stable")
     k = len(ranked["top_k_indices"])
     assert 1 <= k <= len(occupations)
