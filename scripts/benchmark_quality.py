@@ -11,6 +11,14 @@ BENCHMARKS.md. The seed seeds the synthetic data and the model alike. Writes
 ``<work_dir>/quality.json`` and ``quality.md``; exit status 1 when the ordering fails
 anywhere (so it can gate a change of defaults).
 
+``--tune_trials=N`` compares the *tuned* models instead (issue 10's second figure): for each
+model type, `tune_lib.tune` runs N trials on the validation split, the first half random and
+the rest Bayesian (the same budget for each type: N trials of at most ``--tune_epochs``
+epochs, early stopping inside each, the default search space less
+the settings of a part the type does not have), then the best settings are trained on all
+training rows for the best trial's epoch count, as ``train.py --flagfile=best.flags`` does,
+and evaluated once on the test files.
+
 ``--quick`` runs a tiny census twin for one epoch: a smoke check of this script, not a figure.
 """
 
@@ -39,6 +47,10 @@ def define_flags() -> None:
     flags.DEFINE_list("datasets", ["census", "apps_synthetic", "drifting_synthetic"], "Datasets.")
     flags.DEFINE_list("seeds", ["0", "1"], "Seeds (of the synthetic data and of the model).")
     flags.DEFINE_bool("quick", False, "A tiny census twin for one epoch (smoke check only).")
+    flags.DEFINE_integer(
+        "tune_trials", 0, "When > 0: compare tuned models, this many trials per model type."
+    )
+    flags.DEFINE_integer("tune_epochs", 10, "Epoch budget of each tuning trial.")
 
 
 def config_for(dataset: str, seed: int, work_dir: str, quick: bool) -> config_lib.TrainConfig:
@@ -55,6 +67,47 @@ def config_for(dataset: str, seed: int, work_dir: str, quick: bool) -> config_li
     return dataclasses.replace(
         config, data=data, model_dir=os.path.join(work_dir, f"{dataset}_seed{seed}")
     )
+
+
+def compare_tuned(
+    config: config_lib.TrainConfig, trials: int, epochs: int
+) -> dict[str, dict[str, float]]:
+    """Tunes each model type with the same budget on the validation split, then trains the
+    best settings on every training row and evaluates them on the test files.
+
+    Each type's metrics gain ``tuned`` (the searched settings, the epochs kept) and
+    ``best_validation_auc`` (the best trial's).
+    """
+    from wdl_tf import model as model_lib
+    from wdl_tf import train_lib, tune_lib
+
+    results = {}
+    for model_type in model_lib.MODEL_TYPES:
+        base = dataclasses.replace(
+            config,
+            model=dataclasses.replace(config.model, model_type=model_type),
+            epochs=epochs,
+            export_base="",
+        )
+        options = tune_lib.TuneOptions(
+            tune_dir=os.path.join(config.model_dir, f"tune_{model_type}"),
+            algorithm="bayesian",
+            max_trials=trials,
+            initial_points=max(1, trials // 2),  # then half the budget is Bayesian
+            tuner_seed=config.seed + 1,
+        )
+        summary = tune_lib.tune(base, options, report=lambda line: print(line, flush=True))
+        final = tune_lib.best_config(base, summary.best)
+        final = dataclasses.replace(
+            final,
+            data=dataclasses.replace(final.data, validation_fraction=0.0),
+            model_dir=os.path.join(config.model_dir, f"tuned_{model_type}"),
+        )
+        metrics = dict(train_lib.train_and_evaluate(final).metrics)
+        metrics["tuned"] = {**summary.best.hyperparameters, "epochs": final.epochs}
+        metrics["best_validation_auc"] = summary.best.validation_auc
+        results[model_type] = metrics
+    return results
 
 
 def summarize(runs: list[dict]) -> tuple[str, bool]:
@@ -99,7 +152,10 @@ def main(argv):
     runs = []
     for dataset, seed, config in plans:
         start = time.perf_counter()
-        results = train_lib.compare_model_types(config)
+        if FLAGS.tune_trials > 0:
+            results = compare_tuned(config, FLAGS.tune_trials, FLAGS.tune_epochs)
+        else:
+            results = train_lib.compare_model_types(config)
         runs.append(
             dict(dataset=dataset, seed=seed, seconds=time.perf_counter() - start, metrics=results)
         )

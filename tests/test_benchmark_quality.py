@@ -38,3 +38,21 @@ def test_configs_are_train_py_defaults_and_unknown_datasets_are_named():
     assert config.model_dir == "/tmp/q/drifting_synthetic_seed1"
     with pytest.raises(ValueError, match="datasets: unknown value 'imdb'; allowed values"):
         bq.config_for("imdb", 0, "/tmp/q", quick=False)
+
+
+@pytest.mark.slow
+def test_tuned_comparison_gives_each_type_the_same_budget(tmp_path):
+    config = bq.config_for("census", 0, str(tmp_path), quick=True)
+    results = bq.compare_tuned(config, trials=1, epochs=1)
+    assert set(results) == {"wide", "deep", "wide_deep"}
+    for model_type, metrics in results.items():
+        # One trial each, on the validation split only; the final run is scored on the test
+        # files (its own metrics), trained for the kept epoch count.
+        trials = os.listdir(tmp_path / "census_seed0" / f"tune_{model_type}" / "trials")
+        assert len(trials) == 1, (model_type, trials)
+        assert 0.0 <= metrics["auc"] <= 1.0 and 0.0 <= metrics["best_validation_auc"] <= 1.0
+        assert metrics["tuned"]["epochs"] == 1
+    # A type is tuned only on the settings of the parts it has.
+    assert "dnn_learning_rate" not in results["wide"]["tuned"]
+    assert "linear_learning_rate" not in results["deep"]["tuned"]
+    assert {"dnn_learning_rate", "linear_learning_rate"} <= set(results["wide_deep"]["tuned"])

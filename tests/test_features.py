@@ -155,6 +155,7 @@ def test_round_trip_of_every_field_kind():
                 "kind": "multivalent",
                 "separator": ";;",
                 "combiner": "sqrtn",
+                "wide_combiner": "mean",
                 "hash_buckets": 64,
                 "deep": False,
             },
@@ -163,6 +164,8 @@ def test_round_trip_of_every_field_kind():
     }
     spec = fs.from_dict(obj)
     assert spec.feature("m").combiner == "sqrtn"  # the values really were read
+    assert spec.feature("m").wide_combiner == "mean"
+    assert spec.feature("i").wide_combiner == "sum"  # the default, not written for ids
     assert spec.crosses[0].key == "mqi"
     assert fs.from_dict(spec.to_dict()) == spec
     assert fs.from_json(spec.to_json()) == spec
@@ -373,6 +376,18 @@ def test_numeric_only_field_on_categorical():
         fs.FeatureSpecError, match=r"features\[1\]\.normalization: only allowed for a numeric"
     ):
         fs.from_dict(_mutated(mutate))
+
+
+def test_wide_combiner_is_checked_and_only_for_lists():
+    def bad_value(o):
+        o["features"][3]["wide_combiner"] = "max"
+
+    def on_categorical(o):
+        o["features"][1]["wide_combiner"] = "mean"
+
+    assert "features[3].wide_combiner" in spec_error(bad_value)
+    assert "'max'" in spec_error(bad_value) and "sqrtn" in spec_error(bad_value)
+    assert "only allowed for a multivalent feature" in spec_error(on_categorical)
 
 
 def test_feature_defined_twice():

@@ -78,6 +78,27 @@ def test_wide_logit_sums_one_weight_per_id():
     np.testing.assert_allclose(logits, [row0 + 0.5, row1 + 0.5], rtol=1e-4)
 
 
+def test_wide_combiner_mean_averages_a_lists_weights():
+    """wide_combiner="mean": a list's term is the mean of its ids' weights (padding not
+    counted), a single-valued feature's term is its one weight whatever its combiner."""
+    features = [
+        EncodedFeature("city", "ids", 7, wide=True, deep=False, wide_combiner="mean"),
+        EncodedFeature("apps", "multi_ids", 6, wide=True, deep=False, wide_combiner="mean"),
+        EncodedFeature("apps_X_city", "multi_ids", 11, wide=True, deep=False),  # sum
+    ]
+    wide = model_lib.WideLinear(features, name="wide")
+    wide.build()
+    for table in wide.tables.values():
+        table.assign(np.arange(table.shape[0], dtype="float32")[:, None])  # w[i] = i
+    wide.bias.assign([0.0])
+    batch = _batch()
+    terms = {k: v.numpy().reshape(-1) for k, v in wide.contributions(batch).items()}
+    np.testing.assert_allclose(terms["city"], [2.0, 2.0])
+    np.testing.assert_allclose(terms["apps"], [(1 + 3) / 2, 5.0])  # ids {1, 3} and {5}
+    np.testing.assert_allclose(terms["apps_X_city"], [7 + 9, 10.0])
+    np.testing.assert_allclose(wide(batch).numpy().reshape(-1), [2 + 2 + 16, 2 + 5 + 10])
+
+
 def test_multivalent_mean_combiner_ignores_padding():
     features = [EncodedFeature("apps", "multi_ids", 4, wide=False, deep=True, embedding_dim=2)]
     tower = model_lib.DeepTower(features, hidden_units=(), name="deep")

@@ -292,6 +292,19 @@ def test_multivalent_cross_with_single():
     assert (enc.kind, enc.size) == ("multi_ids", 51)
 
 
+def test_multivalent_cross_pools_like_its_list_in_the_wide_part():
+    spec = make_spec(
+        [
+            {"name": "apps", "kind": "multivalent", "hash_buckets": 100, "wide_combiner": "mean"},
+            {"name": "imp", "kind": "categorical", "hash_buckets": 100},
+        ],
+        [{"features": ["apps", "imp"], "hash_buckets": 50}],
+    )
+    prep = pp.FeaturePreprocessor(spec, state_of(apps=pp.FeatureState(), imp=pp.FeatureState()))
+    pooling = {e.name: e.wide_combiner for e in prep.encoded_features}
+    assert pooling == {"apps": "mean", "imp": "sum", "apps_X_imp": "mean"}
+
+
 def test_multivalent_cross_with_bucketized_numeric():
     spec = make_spec(
         [

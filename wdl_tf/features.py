@@ -43,6 +43,9 @@ MULTIVALENT = "multivalent"
 KINDS = (NUMERIC, CATEGORICAL, MULTIVALENT)
 NORMALIZATIONS = ("cdf", "zscore", "none")
 COMBINERS = ("mean", "sum", "sqrtn")
+# Fields that only a numeric feature, or only a multivalent one, may have.
+_NUMERIC_ONLY = ("normalization", "num_quantiles", "bucketize")
+_LIST_ONLY = ("separator", "combiner", "wide_combiner")
 CATEGORICAL_DTYPES = ("string", "int")
 DEFAULT_EMBEDDING_DIM = 32  # the paper's embedding size (§4.2)
 
@@ -131,6 +134,12 @@ class FeatureConfig:
       hash_buckets: categorical/multivalent: hash ids into this many buckets instead.
       separator: multivalent only: separator of the list elements inside one field.
       combiner: multivalent only: how element embeddings are pooled (mean, sum, sqrtn).
+      wide_combiner: multivalent only: how the wide part pools the list's weights, and those
+        of every cross the feature takes part in. ``sum`` (the default, as the Estimator's
+        linear model) makes the term grow with the list's length; ``mean`` keeps a long
+        list (the last 50 liked movies) from outweighing every single-valued feature. FTRL's
+        per-coordinate step does not scale the weights down to compensate: its weights are
+        invariant to a constant scaling of their gradients.
       wide: feed the wide (linear) part: one weight per id (per bucket for numerics).
       deep: feed the deep part: an embedding for ids, the normalized value for numerics.
       embedding_dim: embedding size in the deep part.
@@ -147,6 +156,7 @@ class FeatureConfig:
     hash_buckets: int | None = None
     separator: str = "|"
     combiner: str = "mean"
+    wide_combiner: str = "sum"
     wide: bool = True
     deep: bool = True
     embedding_dim: int = DEFAULT_EMBEDDING_DIM
@@ -159,9 +169,9 @@ class FeatureConfig:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: only the fields that apply to the feature's kind."""
         skip = {
-            NUMERIC: ("vocabulary", "hash_buckets", "separator", "combiner", "dtype"),
-            CATEGORICAL: ("normalization", "num_quantiles", "bucketize", "separator", "combiner"),
-            MULTIVALENT: ("normalization", "num_quantiles", "bucketize"),
+            NUMERIC: ("vocabulary", "hash_buckets", "dtype", *_LIST_ONLY),
+            CATEGORICAL: (*_NUMERIC_ONLY, *_LIST_ONLY),
+            MULTIVALENT: _NUMERIC_ONLY,
         }[self.kind]
         obj = _drop_none(dataclasses.asdict(self))
         return {k: v for k, v in obj.items() if k not in skip}
@@ -370,7 +380,7 @@ def _parse_feature(obj: Any, path: str) -> FeatureConfig:
         embedding_dim=r.positive_int("embedding_dim", DEFAULT_EMBEDDING_DIM),
     )
     if kind == NUMERIC:
-        for key in ("vocabulary", "hash_buckets", "separator", "combiner"):
+        for key in ("vocabulary", "hash_buckets", *_LIST_ONLY):
             if r.has(key):
                 raise FeatureSpecError(f"{r.where(key)}: not allowed for a numeric feature")
         if r.has("dtype") and r.obj["dtype"] != "float":
@@ -390,7 +400,7 @@ def _parse_feature(obj: Any, path: str) -> FeatureConfig:
             ),
             **common,
         )
-    for key in ("normalization", "num_quantiles", "bucketize"):
+    for key in _NUMERIC_ONLY:
         if r.has(key):
             raise FeatureSpecError(f"{r.where(key)}: only allowed for a numeric feature")
     dtype = r.choice("dtype", CATEGORICAL_DTYPES, "string")
@@ -405,8 +415,9 @@ def _parse_feature(obj: Any, path: str) -> FeatureConfig:
     )
     separator = r.get("separator", str, "|")
     combiner = r.choice("combiner", COMBINERS, "mean")
+    wide_combiner = r.choice("wide_combiner", COMBINERS, "sum")
     if kind == CATEGORICAL:
-        for key in ("separator", "combiner"):
+        for key in _LIST_ONLY:
             if r.has(key):
                 raise FeatureSpecError(f"{r.where(key)}: only allowed for a multivalent feature")
     elif not separator:
@@ -418,6 +429,7 @@ def _parse_feature(obj: Any, path: str) -> FeatureConfig:
         hash_buckets=hash_buckets,
         separator=separator,
         combiner=combiner,
+        wide_combiner=wide_combiner,
         **common,
     )
 

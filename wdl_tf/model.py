@@ -127,7 +127,10 @@ def _pool(values: tf.Tensor, ids: tf.Tensor, combiner: str) -> tf.Tensor:
 
 
 class WideLinear(keras.layers.Layer):
-    """The wide part: y = Σ_f Σ_{id ∈ x_f} w_f[id] + Σ_d v_d · x_d (+ b).
+    """The wide part: y = Σ_f pool_f({w_f[id] : id ∈ x_f}) + Σ_d v_d · x_d (+ b).
+
+    pool_f is the feature's ``wide_combiner``: the sum (the default) or the mean or sum/√n
+    of its weights; a single-valued feature has one id, so every pool is its weight.
 
     One [size, 1] weight table per sparse feature or cross (``wide/<name>``), gathered so its
     gradient is sparse (IndexedSlices: only the rows in the batch change), plus one weight
@@ -150,9 +153,10 @@ class WideLinear(keras.layers.Layer):
             self.bias = self.add_weight(name="bias", shape=(1,), initializer="zeros")
 
     def contributions(self, inputs) -> dict[str, tf.Tensor]:
-        """Each wide feature's term of the logit, [B, 1]: the sum of its weights for the row's
-        ids (or weight · value for a dense numeric). `call` adds exactly these, so they are an
-        exact decomposition of the wide logit (the ``explain`` signature returns them)."""
+        """Each wide feature's term of the logit, [B, 1]: its weights for the row's ids pooled
+        by its ``wide_combiner`` (or weight · value for a dense numeric). `call` adds exactly
+        these, so they are an exact decomposition of the wide logit (the ``explain``
+        signature returns them)."""
         terms = {}
         for f in self.features:
             x = inputs[f.name]
@@ -162,7 +166,7 @@ class WideLinear(keras.layers.Layer):
             elif f.kind == "ids":
                 terms[f.name] = tf.gather(_rows(table), x[:, 0])
             else:
-                terms[f.name] = _pool(tf.gather(_rows(table), x), x, "sum")
+                terms[f.name] = _pool(tf.gather(_rows(table), x), x, f.wide_combiner)
         return terms
 
     def call(self, inputs):

@@ -351,7 +351,8 @@ class EncodedFeature:
       wide: whether the wide part reads it.
       deep: whether the deep part reads it.
       embedding_dim: embedding size for ids in the deep part.
-      combiner: pooling of multi_ids embeddings.
+      combiner: pooling of multi_ids embeddings (the deep part).
+      wide_combiner: pooling of multi_ids weights (the wide part).
     """
 
     name: str
@@ -361,6 +362,7 @@ class EncodedFeature:
     deep: bool
     embedding_dim: int = fs.DEFAULT_EMBEDDING_DIM
     combiner: str = "mean"
+    wide_combiner: str = "sum"
 
 
 def _split_multivalent(feature: fs.FeatureConfig, value) -> tf.RaggedTensor:
@@ -410,6 +412,8 @@ class FeaturePreprocessor(keras.layers.Layer):
                 self._crossers[c.key] = keras.layers.HashedCrossing(
                     c.hash_buckets, name=f"cross_{c.key}"
                 )
+            # A multivalent cross pools like its list feature does in the wide part.
+            lists = [spec.feature(n) for n in c.features if spec.feature(n).kind == fs.MULTIVALENT]
             self._encoded.append(
                 EncodedFeature(
                     name=c.key,
@@ -417,6 +421,7 @@ class FeaturePreprocessor(keras.layers.Layer):
                     size=c.hash_buckets + (1 if multivalent else 0),
                     wide=True,
                     deep=False,
+                    wide_combiner=lists[0].wide_combiner if lists else "sum",
                 )
             )
 
@@ -474,6 +479,7 @@ class FeaturePreprocessor(keras.layers.Layer):
                 deep=f.deep,
                 embedding_dim=f.embedding_dim,
                 combiner=f.combiner,
+                wide_combiner=f.wide_combiner,
             )
         )
 
