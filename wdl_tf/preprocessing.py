@@ -244,7 +244,7 @@ def quantile_boundaries(values: np.ndarray, num_quantiles: int) -> list[float]:
 
 def _flat_tokens(feature: fs.FeatureConfig, value: tf.Tensor | tf.RaggedTensor) -> tf.Tensor:
     if feature.kind == fs.MULTIVALENT:
-        return _split_multivalent(feature, value).flat_values
+        return split_multivalent(feature, value).flat_values
     return tf.reshape(value, [-1])
 
 
@@ -365,8 +365,10 @@ class EncodedFeature:
     wide_combiner: str = "sum"
 
 
-def _split_multivalent(feature: fs.FeatureConfig, value) -> tf.RaggedTensor:
-    """A multivalent raw value ("a|b|c" strings [B,1], or a ragged list) as ragged [B, None]."""
+def split_multivalent(feature: fs.FeatureConfig, value) -> tf.RaggedTensor:
+    """A multivalent raw value ("a|b|c" strings [B,1] from CSV, or a ragged list from
+    TFRecord) as ragged [B, None], int64 for an ``int`` feature. The one splitter: the
+    preprocessor and the TFRecord writer read lists alike."""
     if isinstance(value, tf.RaggedTensor):
         ragged = value if value.ragged_rank == 1 else value.merge_dims(1, -1)
     else:
@@ -491,7 +493,7 @@ class FeaturePreprocessor(keras.layers.Layer):
         layer = self._lookups[f.name]
         if f.kind != fs.MULTIVALENT:
             return tf.cast(layer(raw), tf.int64)
-        ragged = _split_multivalent(f, raw)
+        ragged = split_multivalent(f, raw)
         ids = tf.cast(layer(ragged.flat_values), tf.int64) + 1
         return ragged.with_flat_values(ids).to_tensor(default_value=PAD_ID)
 
@@ -501,7 +503,7 @@ class FeaturePreprocessor(keras.layers.Layer):
         if f.kind == fs.NUMERIC:
             return tf.cast(self._bucketizers[name](raw[name]), tf.int64)
         if f.kind == fs.MULTIVALENT:
-            return _split_multivalent(f, raw[name])
+            return split_multivalent(f, raw[name])
         return raw[name]
 
     def _multivalent_cross(self, cross: fs.CrossConfig, raw: dict) -> tf.Tensor:

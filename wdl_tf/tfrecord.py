@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from wdl_tf import features as fs
 from wdl_tf import input_pipeline as ip
+from wdl_tf import preprocessing as pp
 
 READ_BATCH_SIZE = 4096
 # Feature's list field and its message type, by the dtype of the values.
@@ -51,18 +52,6 @@ def _feature_entries(names: list[str], lists: tf.Tensor, dtype: str) -> tf.Tenso
     )
 
 
-def _split_list(f: fs.FeatureConfig, value) -> tf.RaggedTensor:
-    """A multivalent raw value ("a|b" strings [B, 1] from CSV, or ragged lists) as [B, None]."""
-    if isinstance(value, tf.RaggedTensor):
-        ragged = value if value.ragged_rank == 1 else value.merge_dims(1, -1)
-        return tf.cast(ragged, tf.int64) if f.dtype == "int" else ragged
-    ragged = tf.strings.split(tf.reshape(value, [-1]), sep=f.separator)
-    ragged = tf.ragged.boolean_mask(ragged, tf.strings.length(ragged) > 0)  # "" = empty list
-    if f.dtype == "int":
-        ragged = tf.strings.to_number(ragged, out_type=tf.int64)
-    return ragged
-
-
 def serialize_batch(spec: fs.FeatureSpec, raw: dict[str, Any], labels=None) -> tf.Tensor:
     """Serialized tf.Examples [B] of a batch of raw features (and labels [B, 1]).
 
@@ -75,7 +64,7 @@ def serialize_batch(spec: fs.FeatureSpec, raw: dict[str, Any], labels=None) -> t
     entries = []
     for f in spec.features:
         if f.kind == fs.MULTIVALENT:
-            ragged = _split_list(f, raw[f.name])
+            ragged = pp.split_multivalent(f, raw[f.name])
             lists = _encode(
                 _LISTS[f.dtype][1], {"value": (ragged.to_tensor(), ragged.row_lengths())}
             )

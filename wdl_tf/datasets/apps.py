@@ -46,9 +46,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import struct
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tensorflow.core.example import feature_pb2
 
 COLUMNS = (
     "user_id",
@@ -537,42 +540,45 @@ def format_csv(world: World, b: Block) -> bytes:
     return b"".join(line + b"\n" for line in map(b",".join, zip(*(cols[c] for c in COLUMNS))))
 
 
-# tf.Example protos, encoded by hand (no TensorFlow needed to build them): numerics and the
-# label as float_list, ``slot`` as int64_list, strings as bytes_list, ``installed_apps`` as
-# a bytes_list of its apps (what `input_pipeline.make_example` makes).
+# tf.Example protos: numerics and the label as float_list, ``slot`` as int64_list, strings as
+# bytes_list, ``installed_apps`` as a bytes_list of its apps (what
+# `input_pipeline.make_example` makes). Each column's value is encoded once, by protobuf, as
+# a `Features` holding that one entry; a row is those entries joined (protobuf merges
+# repeated map entries) inside one `Example`, so no row is built field by field. The protos
+# come with TensorFlow, which only the TFRecord path imports (CSV generation does without).
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        low = n & 0x7F
-        n >>= 7
-        if not n:
-            out.append(low)
-            return bytes(out)
-        out.append(low | 0x80)
+def _protos():
+    from tensorflow.core.example import example_pb2, feature_pb2
+
+    return example_pb2, feature_pb2
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited protobuf field."""
-    return bytes([number << 3 | 2]) + _varint(len(payload)) + payload
+def _entry(key: str, feature: feature_pb2.Feature) -> bytes:
+    """A serialized `Features` with one entry (key → feature)."""
+    return _protos()[1].Features(feature={key: feature}).SerializeToString()
 
 
-def _entry(key: str, feature: bytes) -> bytes:
-    """One ``Features.feature`` map entry (key → Feature), as a field of Features."""
-    return _field(1, _field(1, key.encode()) + _field(2, feature))
+def _bytes_feature(values: list[bytes]) -> feature_pb2.Feature:
+    pb = _protos()[1]
+    return pb.Feature(bytes_list=pb.BytesList(value=values))
 
 
-def _bytes_feature(values: list[bytes]) -> bytes:
-    return _field(1, b"".join(_field(1, v) for v in values))
+def _float_feature(value: float) -> feature_pb2.Feature:
+    pb = _protos()[1]
+    return pb.Feature(float_list=pb.FloatList(value=[value]))
 
 
-def _float_feature(value: float) -> bytes:
-    return _field(2, _field(1, struct.pack("<f", value)))
+def _int_feature(value: int) -> feature_pb2.Feature:
+    pb = _protos()[1]
+    return pb.Feature(int64_list=pb.Int64List(value=[value]))
 
 
-def _int_feature(value: int) -> bytes:
-    return _field(3, _field(1, _varint(value)))
+def _example(features: bytes) -> bytes:
+    """A serialized `Example` whose ``features`` are the joined `Features` entries."""
+    example = _protos()[0].Example()
+    example.features.MergeFromString(features)
+    return example.SerializeToString()
 
 
 @functools.lru_cache(maxsize=8)
@@ -596,10 +602,10 @@ def _example_tables(world_key: tuple[int, int, int]) -> dict[str, np.ndarray]:
         "language": strings("language", [*t["language"], b"en"]),  # last: English speakers
         "age_group": strings("age_group", t["age_group"]),
         "device_class": strings("device_class", t["device"]),
-        "app_token": table(_field(1, v) for v in t["app"]),
         "app": table(b"".join(entries) for entries in app_block),
         "hour": floats("hour", range(24)),
         "slot": table(_entry("slot", _int_feature(v)) for v in range(NUM_SLOTS)),
+        "app_name": t["app"],
         LABEL: floats(LABEL, (0, 1)),
     }
 
@@ -608,10 +614,9 @@ def format_examples(world: World, b: Block) -> list[bytes]:
     """The block as serialized tf.Examples (one feature per column of `COLUMNS`)."""
     t = _example_tables((world.seed, world.num_users, world.num_apps))
     u = b.users
-    installed_key = _field(1, b"installed_apps")
     installed = [
-        _field(1, installed_key + _field(2, _field(1, b"".join(tokens))))
-        for tokens in _installed_lists(t["app_token"], u.installed)
+        _entry("installed_apps", _bytes_feature(apps))
+        for apps in _installed_lists(t["app_name"], u.installed)
     ]
     columns = [
         [_entry("user_id", _bytes_feature([b"u%d" % i])) for i in b.user.tolist()],
@@ -625,7 +630,7 @@ def format_examples(world: World, b: Block) -> list[bytes]:
         t["slot"][b.slot].tolist(),
         t[LABEL][b.label.astype(np.int64)].tolist(),
     ]
-    return [_field(1, b"".join(parts)) for parts in zip(*columns)]
+    return [_example(b"".join(parts)) for parts in zip(*columns)]
 
 
 # ----------------------------------------------------------------------------------------
