@@ -60,6 +60,8 @@ if ROOT not in sys.path:  # this checkout's packages, also for the server subpro
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from wdl_tf.ports import free_port  # noqa: E402
+
 FLAGS = flags.FLAGS
 MODEL_NAME = "census"
 HOST = "127.0.0.1"
@@ -211,17 +213,11 @@ def rank_input_dtypes(path: str) -> dict[str, Any]:
 # Server.
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
 class ServerProcess:
     """``python -m tf_serving.server`` on free loopback ports."""
 
     def __init__(self, base_path: str, log_path: str, max_body_bytes: int = 64 << 20):
-        self.grpc_port, self.rest_port = free_port(), free_port()
+        self.grpc_port, self.rest_port = free_port(HOST), free_port(HOST)
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(
             [

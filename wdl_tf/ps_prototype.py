@@ -29,28 +29,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import numpy as np
 
+from wdl_tf.ports import free_ports
+
 ROWS, DIM, FEATURES, BATCH = 200, 8, 3, 64
 LR, INIT_ACC = 0.1, 0.1
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def _serve(cluster: dict, job: str, index: int) -> None:  # pragma: no cover (subprocess)
@@ -150,7 +138,7 @@ def run(num_ps: int = 2, num_workers: int = 2, steps: int = 20) -> tuple[dict, l
     The caller stops the servers (after its last use of TensorFlow: the coordinator's
     eager context talks to them until the process ends)."""
     t0 = time.time()
-    ports = _free_ports(1 + num_ps + num_workers)
+    ports = free_ports(1 + num_ps + num_workers)
     cluster = {
         "chief": [f"127.0.0.1:{ports[0]}"],
         "ps": [f"127.0.0.1:{p}" for p in ports[1 : 1 + num_ps]],

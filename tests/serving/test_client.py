@@ -31,17 +31,12 @@ from tf_serving.client import GrpcClient, RestClient, ServingError
 from tf_serving.server import ModelServer
 from wdl_tf import datasets
 from wdl_tf import features as fs
+from wdl_tf.ports import free_port
 
 from .conftest import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL = "census"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _load_script(name):
@@ -479,7 +474,7 @@ def test_errors_carry_the_servers_message(served, protocol):
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_retries_until_the_server_is_up(protocol):
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     if protocol == "grpc":
         ports = {"grpc_port": port, "rest_port": None}
