@@ -22,6 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+from wdl_tf import atomic  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_dir", None, "A training run's model dir.")
 flags.DEFINE_string("saved_model", None, "An exported SavedModel (serving_default is scored).")
@@ -63,10 +65,7 @@ def main(argv) -> None:
         evaluate_lib.write_json_atomic(FLAGS.output, result)
         if chart:
             png = plots.importance_chart(result)
-            tmp = f"{chart}.tmp-{os.getpid()}"
-            with open(tmp, "wb") as f:
-                f.write(png)
-            os.replace(tmp, chart)
+            atomic.write_bytes(chart, png)
     except (ValueError, OSError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -21,10 +21,11 @@ import dataclasses
 import functools
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 
 from google.protobuf import text_format
+
+from wdl_tf import atomic
 
 VERSION_POLICIES = ("latest", "all", "specific")
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
@@ -424,21 +425,7 @@ def parse_monitoring_config(text: str) -> tuple[bool, str]:
 
 def write_text_atomic(path: str, text: str) -> str:
     """Writes ``text`` to ``path`` via a temp file and a rename; returns ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    return atomic.write_text(path, text)
 
 
 def write_models_config(path: str, models: ServedModel | Iterable[ServedModel]) -> str:

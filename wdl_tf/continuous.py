@@ -39,7 +39,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wdl_tf import export_lib, input_pipeline, metrics, train_lib, warm_start
+from wdl_tf import atomic, export_lib, input_pipeline, metrics, train_lib, warm_start
 from wdl_tf import features as fs
 from wdl_tf import model as model_lib
 from wdl_tf import preprocessing as pp
@@ -463,11 +463,9 @@ def _comparable(config: ContinuousConfig) -> dict:
 
 
 def _write_record(root: str, config: ContinuousConfig, records: list[dict]) -> None:
-    path = os.path.join(root, RECORD_FILE)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump({"config": config.to_dict(), "spans": records}, f, indent=2)
-    os.replace(tmp, path)
+    atomic.write_json(
+        os.path.join(root, RECORD_FILE), {"config": config.to_dict(), "spans": records}
+    )
 
 
 def _check_resumable(config: ContinuousConfig) -> None:

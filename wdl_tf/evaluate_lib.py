@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from wdl_tf import datasets, input_pipeline, metrics, train_lib
+from wdl_tf import atomic, datasets, input_pipeline, metrics, train_lib
 from wdl_tf import features as fs
 from wdl_tf import model as model_lib
 from wdl_tf import preprocessing as pp
@@ -270,17 +270,7 @@ def saved_model_spec(path: str) -> str:
 
 def write_json_atomic(path: str, obj: Any) -> None:
     """Writes ``obj`` as JSON to ``path`` via a temp file and a rename (no partial files)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, default=_json_default)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic.write_json(path, obj, default=_json_default)
 
 
 def _json_default(value):

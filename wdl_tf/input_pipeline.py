@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from wdl_tf import atomic
 from wdl_tf import features as fs
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -115,19 +116,18 @@ class TimeSplit:
     def save(self, directory: str) -> None:
         """Writes ``<directory>/validation_split.npz`` (atomically)."""
         path = os.path.join(directory, self.FILENAME)
-        tmp = f"{path}.tmp-{os.getpid()}.npz"
-        np.savez(
-            tmp,
-            time_column=self.time_column,
-            user_column=self.user_column,
-            fraction=self.fraction,
-            default_threshold=self.default_threshold,
-            user_keys=self.user_keys,
-            thresholds=self.thresholds,
-            rows_seen=self.rows_seen,
-            validation_rows=self.validation_rows,
-        )
-        os.replace(tmp, path)
+        with atomic.atomic_path(path) as tmp:  # ends in .npz: np.savez keeps the name
+            np.savez(
+                tmp,
+                time_column=self.time_column,
+                user_column=self.user_column,
+                fraction=self.fraction,
+                default_threshold=self.default_threshold,
+                user_keys=self.user_keys,
+                thresholds=self.thresholds,
+                rows_seen=self.rows_seen,
+                validation_rows=self.validation_rows,
+            )
 
     @classmethod
     def load(cls, directory: str) -> TimeSplit | None:

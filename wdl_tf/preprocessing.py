@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from wdl_tf import atomic
 from wdl_tf import features as fs
 
 PAD_ID = 0  # id of padding in multivalent features and crosses
@@ -63,10 +64,10 @@ class PreprocessingState:
             "rows_seen": self.rows_seen,
             "features": {k: _drop_none(dataclasses.asdict(v)) for k, v in self.features.items()},
         }
-        _atomic_write(os.path.join(directory, self.FILENAME), json.dumps(obj, indent=1))
+        atomic.write_text(os.path.join(directory, self.FILENAME), json.dumps(obj, indent=1))
         for name, state in self.features.items():
             if state.vocabulary is not None:
-                _atomic_write(
+                atomic.write_text(
                     os.path.join(directory, "vocabularies", f"{name}.txt"),
                     "".join(f"{token}\n" for token in state.vocabulary),
                 )
@@ -87,13 +88,6 @@ class PreprocessingState:
 
 def _drop_none(d: dict) -> dict:
     return {k: v for k, v in d.items() if v is not None}
-
-
-def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------

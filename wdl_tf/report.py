@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
-from wdl_tf import evaluate_lib, importance, metrics, plots
+from wdl_tf import atomic, evaluate_lib, importance, metrics, plots
 from wdl_tf.model import MODEL_TYPES
 
 
@@ -253,12 +253,7 @@ _CSS = (
 
 def write_report(path: str, document: str) -> None:
     """Writes the HTML via a temp file and a rename (no half-written report)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(document)
-    os.replace(tmp, path)
+    atomic.write_text(path, document)
 
 
 def build_report(

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from wdl_tf import atomic, samples
 from wdl_tf import features as fs
-from wdl_tf import samples
 
 STATS_FILE = "training_stats.json"
 NUM_BINS = 10  # deciles: PSI noise grows with the bins (~ (bins - 1) / rows)
@@ -155,7 +155,7 @@ def save_training_stats(
     if not os.path.exists(path):
         limit = min(max_rows, MAX_STATS_ROWS)
         sample = samples.read_rows(spec, train_files, limit, skip_bad_rows=True)
-        _write_json(path, training_stats(spec, state, sample))
+        atomic.write_json(path, training_stats(spec, state, sample), indent=1)
     return path
 
 
@@ -163,13 +163,6 @@ def export_assets(model_dir: str) -> tuple[str, ...]:
     """The statistics file of ``model_dir`` when there is one (for ``assets.extra/``)."""
     path = os.path.join(model_dir, STATS_FILE)
     return (path,) if os.path.exists(path) else ()
-
-
-def _write_json(path: str, obj: Any) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
 
 
 def find_stats(path: str) -> str:

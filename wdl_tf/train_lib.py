@@ -46,7 +46,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wdl_tf import datasets, distribute, export_lib, input_pipeline, metrics, skew, warm_start
+from wdl_tf import (
+    atomic,
+    datasets,
+    distribute,
+    export_lib,
+    input_pipeline,
+    metrics,
+    skew,
+    warm_start,
+)
 from wdl_tf import features as fs
 from wdl_tf import model as model_lib
 from wdl_tf import preprocessing as pp
@@ -127,13 +136,10 @@ class _EpochCheckpoint(keras.callbacks.Callback):
         prefix = os.path.join(self.manager.directory, f"ckpt-{self.steps_done}")
         position = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": self.steps_done}
         os.makedirs(self.manager.directory, exist_ok=True)
-        tmp = f"{prefix}{POSITION_SUFFIX}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(position, f)
         # Written before the checkpoint: a kill in between leaves either no ckpt-N (the
         # previous one stays the latest) or, at an epoch end just after a step save, the
         # same weights under the new position.
-        os.replace(tmp, prefix + POSITION_SUFFIX)
+        atomic.write_json(prefix + POSITION_SUFFIX, position, indent=None)
         self.manager.save(checkpoint_number=self.steps_done)
         kept = {os.path.basename(p) + POSITION_SUFFIX for p in self.manager.checkpoints}
         for name in os.listdir(self.manager.directory):
@@ -264,7 +270,7 @@ class BestEpoch(keras.callbacks.Callback):
             "stopped": self.stopped,
             "history": self.history,
         }
-        pp._atomic_write(self.state_path, json.dumps(state, indent=1) + "\n")
+        atomic.write_json(self.state_path, state, indent=1)
 
 
 def _resumed_history(model_dir: str, metric: str, completed_epochs: int) -> list[dict]:

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from wdl_tf import datasets, input_pipeline
+from wdl_tf import atomic, datasets, input_pipeline
 from wdl_tf.config import DataConfig, TrainConfig
 from wdl_tf.evaluate_lib import write_json_atomic
 from wdl_tf.model import ModelConfig
@@ -642,7 +642,7 @@ def _write_outputs(
             "trials": [dataclasses.asdict(r) for r in ranked],
         },
     )
-    _write_text_atomic(paths["results.md"], format_results(ranked, space, title))
+    atomic.write_text(paths["results.md"], format_results(ranked, space, title))
     write_best_flags(paths["best.flags"], best_config(base, best), base, best, len(ranked))
     return TuneSummary(
         ranked, best, new_trials, paths["best.flags"], paths["results.md"], paths["results.json"]
@@ -704,17 +704,13 @@ def write_best_flags(
     # (so no split, and no early stopping, which needs one).
     written["validation_fraction"] = _flag_text(0.0)
     lines.append(f"--validation_fraction={written['validation_fraction']}")
-    tmp = f"{path}.tmp-{os.getpid()}"
-    _write_text_atomic(tmp, "\n".join(lines) + "\n")
-    try:
+    with atomic.atomic_path(path) as tmp:  # replaces path only once it parses back
+        with open(tmp, "w") as f:
+            f.write("\n".join(lines) + "\n")
         train_flags(["train.py", f"--flagfile={tmp}"])
         parsed = {name: _flag_text(train_flags[name].value) for name in written}
         if parsed != written:
             raise RuntimeError(f"best.flags parsed back as {parsed}, expected {written}")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _flag_text(value: Any) -> str:
@@ -723,11 +719,3 @@ def _flag_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return repr(float(value)) if isinstance(value, float) else str(value)
-
-
-def _write_text_atomic(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.part-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

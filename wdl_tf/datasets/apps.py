@@ -50,6 +50,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from wdl_tf import atomic
+
 if TYPE_CHECKING:
     from tensorflow.core.example import feature_pb2
 
@@ -643,8 +645,7 @@ def _check_int(name: str, value, minimum: int) -> None:
 
 
 def _write_file(path, world, rows, seed, stream, file_index, fmt) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    with atomic.atomic_path(path) as tmp:
         if fmt == "csv":
             with open(tmp, "wb") as f:
                 for b in blocks(world, rows, seed, stream, file_index):
@@ -656,11 +657,6 @@ def _write_file(path, world, rows, seed, stream, file_index, fmt) -> None:
                 for b in blocks(world, rows, seed, stream, file_index):
                     for record in format_examples(world, b):
                         writer.write(record)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def file_names(

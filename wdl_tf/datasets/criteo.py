@@ -28,6 +28,7 @@ import os
 
 import numpy as np
 
+from wdl_tf import atomic
 from wdl_tf import features as fs
 
 INT_COLUMNS = tuple(f"I{i}" for i in range(1, 14))
@@ -188,19 +189,13 @@ def _format(label, ints, int_missing, ranks, cat_missing) -> bytes:
 
 
 def _write_file(path, rows, seed, file_index, vocab_size, missing_rate, compress) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    with atomic.atomic_path(path) as tmp:
         with gzip.open(tmp, "wb", compresslevel=6) if compress else open(tmp, "wb") as f:
             for block, start in enumerate(range(0, rows, BLOCK_ROWS)):
                 rng = np.random.default_rng([seed, file_index, block])
                 arrays = _block(rng, BLOCK_ROWS, vocab_size, missing_rate)
                 keep = min(BLOCK_ROWS, rows - start)
                 f.write(_format(*(a[:keep] for a in arrays)))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def write_synthetic(

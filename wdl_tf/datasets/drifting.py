@@ -44,6 +44,7 @@ import os
 
 import numpy as np
 
+from wdl_tf import atomic
 from wdl_tf.datasets import movielens
 
 GENRES = (
@@ -206,17 +207,11 @@ def write_grouplens(directory: str, rows: int = DEFAULT_ROWS, seed: int = 0) -> 
 
 
 def _write_atomic(path: str, header, rows) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    with atomic.atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(header)
             writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def get_files(work_dir: str, rows: int = DEFAULT_ROWS, seed: int = 0) -> tuple[str, str]:

@@ -60,6 +60,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from wdl_tf import atomic
+
 RATINGS_FILE = "ratings.csv"
 MOVIES_FILE = "movies.csv"
 RATINGS_HEADER = ("userId", "movieId", "rating", "timestamp")
@@ -308,24 +310,19 @@ def _generate(
 
 def write_examples(examples_: Iterable[Example], out_dir: str) -> tuple[str, str]:
     """Streams examples to ``out_dir``/train.csv and test.csv; both appear atomically."""
-    os.makedirs(out_dir, exist_ok=True)
     paths = {"train": os.path.join(out_dir, TRAIN_FILE), "test": os.path.join(out_dir, TEST_FILE)}
-    tmps = {k: f"{p}.tmp-{os.getpid()}" for k, p in paths.items()}
-    files = {k: open(t, "w", encoding="utf-8", newline="\n") for k, t in tmps.items()}
-    try:
+    # Both are renamed into place only when every example is written (test.csv first).
+    with (
+        atomic.atomic_path(paths["train"]) as train_tmp,
+        atomic.atomic_path(paths["test"]) as test_tmp,
+        open(train_tmp, "w", encoding="utf-8", newline="\n") as train,
+        open(test_tmp, "w", encoding="utf-8", newline="\n") as test,
+    ):
+        files = {"train": train, "test": test}
         for f in files.values():
             f.write(DELIMITER.join(COLUMNS) + "\n")
         for ex in examples_:
             files[ex.split].write(DELIMITER.join(ex.to_row()) + "\n")
-    except BaseException:
-        for k, f in files.items():
-            f.close()
-            os.remove(tmps[k])
-        raise
-    for f in files.values():
-        f.close()
-    for k in ("train", "test"):
-        os.replace(tmps[k], paths[k])
     return paths["train"], paths["test"]
 
 

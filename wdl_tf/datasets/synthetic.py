@@ -13,6 +13,8 @@ import os
 
 import numpy as np
 
+from wdl_tf import atomic
+
 WORKCLASS = ["Private", "Self-emp-not-inc", "Local-gov", "State-gov", "Federal-gov", "?"]
 EDUCATION = [  # (name, education_num)
     ("Preschool", 1),
@@ -104,19 +106,18 @@ def _rows(n: int, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
 
 def _write(path: str, rows: int, rng: np.random.Generator, test_layout: bool) -> None:
     """Writes ``rows`` rows in chunks (never the whole file in memory), then renames."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        if test_layout:
-            f.write("|1x3 Cross validator\n")
-        done = 0
-        while done < rows:
-            n = min(10_000, rows - done)
-            lines, label = _rows(n, rng)
-            suffix = "." if test_layout else ""
-            for line, y in zip(lines, label):
-                f.write(f"{line}, {'>50K' if y else '<=50K'}{suffix}\n")
-            done += n
-    os.replace(tmp, path)
+    with atomic.atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            if test_layout:
+                f.write("|1x3 Cross validator\n")
+            done = 0
+            while done < rows:
+                n = min(10_000, rows - done)
+                lines, label = _rows(n, rng)
+                suffix = "." if test_layout else ""
+                for line, y in zip(lines, label):
+                    f.write(f"{line}, {'>50K' if y else '<=50K'}{suffix}\n")
+                done += n
 
 
 def write_census_twin(directory: str, rows: int = 4000, seed: int = 0) -> tuple[str, str]:
