@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from wdl_tf import config as config_lib
 from wdl_tf import features as fs
-from wdl_tf import input_pipeline, metrics, train_lib
+from wdl_tf import input_pipeline, metrics, run_dir, train_lib
 from wdl_tf import preprocessing as pp
 
 
@@ -101,7 +101,7 @@ def _model_from(config, spec, path, weights_only):
     state = pp.PreprocessingState.load(config.model_dir)
     preprocessor, model = train_lib.build_for_training(config, state, spec)
     if weights_only:
-        train_lib._weights_checkpoint(model).restore(path).assert_consumed()
+        run_dir.weights_checkpoint(model).restore(path).assert_consumed()
     else:
         ckpt = train_lib.model_lib.make_checkpoint(model, epoch=tf.Variable(0, dtype=tf.int64))
         ckpt.restore(path).assert_consumed()
@@ -135,7 +135,7 @@ def overfit(tmp_path_factory):
 
 def test_model_dir_and_metrics_say_which_epoch_was_kept(overfit):
     config, result = overfit
-    state = json.load(open(os.path.join(config.model_dir, train_lib.BEST_FILE)))
+    state = json.load(open(os.path.join(config.model_dir, run_dir.BEST_FILE)))
     history = state["history"]
     losses = [e["log_loss"] for e in history]
     best = int(np.argmin(losses)) + 1
@@ -197,7 +197,7 @@ def _parts_add_up(m: dict, logit: np.ndarray) -> None:
 def test_resumed_run_knows_the_best_so_far_and_reports_parts_that_add_up(tmp_path):
     config = _config(tmp_path, epochs=2, early_stopping_patience=5)
     train_lib.train_and_evaluate(dataclasses.replace(config, export_base=""))
-    path = os.path.join(config.model_dir, train_lib.BEST_FILE)
+    path = os.path.join(config.model_dir, run_dir.BEST_FILE)
     before = json.load(open(path))["history"]
     more = train_lib.train_and_evaluate(dataclasses.replace(config, epochs=3))
     after = json.load(open(path))
@@ -233,4 +233,4 @@ def test_no_validation_split_keeps_the_last_epoch(tmp_path):
     )  # fmt: skip
     m = train_lib.train_and_evaluate(config).metrics
     assert m["best_epoch"] == 1 and "validation_auc" not in m
-    assert not os.path.exists(os.path.join(config.model_dir, train_lib.BEST_FILE))
+    assert not os.path.exists(os.path.join(config.model_dir, run_dir.BEST_FILE))

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from wdl_tf import config as config_lib
-from wdl_tf import export_lib, input_pipeline, train_lib
+from wdl_tf import export_lib, input_pipeline, run_dir, train_lib
 from wdl_tf import features as fs
 
 
@@ -40,7 +40,7 @@ def test_model_dir_holds_what_the_run_used(trained):
     # The default validation split (10% of the training rows) chose the kept epoch.
     assert {"best_epoch", "validation_auc", "validation_log_loss"} <= set(metrics)
     assert metrics["eval_split"] == "eval_files"
-    assert os.path.isfile(os.path.join(md, train_lib.BEST_FILE))
+    assert os.path.isfile(os.path.join(md, run_dir.BEST_FILE))
     assert metrics["examples"] == 1000  # the twin's test file has synthetic_rows // 2 rows
 
 
@@ -79,7 +79,7 @@ def test_export_reloads_with_equal_predictions(trained):
     train_lib.model_lib.make_checkpoint(model, epoch=tf.Variable(0, dtype=tf.int64)).restore(
         ckpt
     ).assert_consumed()
-    kept = train_lib.restore_kept_weights(model, config.model_dir)
+    kept = run_dir.restore_kept_weights(model, config.model_dir)
     assert kept == result.metrics["best_epoch"]
     expected = model(preprocessor(raw)).numpy().reshape(-1)
 

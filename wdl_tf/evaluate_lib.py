@@ -17,7 +17,6 @@ feature, ``ranking`` (`metrics.ranking_metrics`: GAUC, NDCG/HitRate/MAP at k).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -25,10 +24,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from wdl_tf import atomic, datasets, input_pipeline, metrics, train_lib
+from wdl_tf import atomic, datasets, input_pipeline, metrics, run_dir
 from wdl_tf import features as fs
-from wdl_tf import model as model_lib
-from wdl_tf import preprocessing as pp
 from wdl_tf.config import TrainConfig
 
 SAVED_MODEL_SPEC = os.path.join("assets.extra", "feature_spec.json")
@@ -175,23 +172,8 @@ def evaluate_saved_model(
 def load_model_dir(model_dir: str) -> tuple[TrainConfig, fs.FeatureSpec, Any, Any]:
     """(config, spec, preprocessor, model) of a model dir, with the weights it kept: the
     best validation epoch's (early stopping), else its latest checkpoint's."""
-    config_path = os.path.join(model_dir, "config.json")
-    if not os.path.isfile(config_path):
-        raise ValueError(f"model_dir: {model_dir!r} has no config.json (not a training run)")
-    with open(config_path) as f:
-        config = TrainConfig.from_dict(json.load(f))
-    spec = fs.load(os.path.join(model_dir, "feature_spec.json"))
-    if not pp.PreprocessingState.exists(model_dir):
-        raise ValueError(f"model_dir: {model_dir!r} has no {pp.PreprocessingState.FILENAME}")
-    state = pp.PreprocessingState.load(model_dir)
-    checkpoint = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    if checkpoint is None:
-        raise ValueError(f"model_dir: {model_dir!r} has no checkpoint under checkpoints/")
-    preprocessor, model = train_lib.build_for_training(config, state, spec)
-    model_lib.make_checkpoint(model, epoch=tf.Variable(0, dtype=tf.int64)).restore(
-        checkpoint
-    ).assert_consumed()
-    train_lib.restore_kept_weights(model, model_dir)
+    config = TrainConfig.from_dict(run_dir.load_config_dict(model_dir))
+    spec, preprocessor, model = run_dir.load_for_inference(model_dir, config.model)
     return config, spec, preprocessor, model
 
 
@@ -324,8 +306,8 @@ def evaluate(
         if eval_files:
             data = _as_data(eval_files)
         else:
-            with open(_required(model_dir, "config.json", "model_dir")) as f:
-                data = default_eval_data(TrainConfig.from_dict(json.load(f)), model_dir)
+            config = TrainConfig.from_dict(run_dir.load_config_dict(model_dir))
+            data = default_eval_data(config, model_dir)
         result = evaluate_model_dir(model_dir, data, batch_size, user_feature, k, spec=spec)
         source = {"model_dir": model_dir}
     else:

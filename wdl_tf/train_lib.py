@@ -53,6 +53,7 @@ from wdl_tf import (
     export_lib,
     input_pipeline,
     metrics,
+    run_dir,
     skew,
     warm_start,
 )
@@ -148,8 +149,6 @@ class _EpochCheckpoint(keras.callbacks.Callback):
 
 
 # The kept epoch: ``<model_dir>/best/ckpt-<epoch>`` (weights only) and best_epoch.json.
-BEST_DIR = "best"
-BEST_FILE = "best_epoch.json"
 HIGHER_IS_BETTER = {"auc": True, "log_loss": False}
 
 
@@ -173,11 +172,6 @@ def choose_epoch(
         return None, False
     since = history[-1]["epoch"] - (best if best is not None else 0)
     return best, patience > 0 and since >= patience
-
-
-def _weights_checkpoint(model) -> tf.train.Checkpoint:
-    """The model's variables only (the keys of `model_lib.make_checkpoint`, no optimizer)."""
-    return tf.train.Checkpoint(model=model_lib.make_checkpoint(model).model)
 
 
 @contextlib.contextmanager
@@ -242,7 +236,7 @@ class BestEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.manager is None:
             self.manager = tf.train.CheckpointManager(
-                _weights_checkpoint(self.model), self.save_dir, max_to_keep=2
+                run_dir.weights_checkpoint(self.model), self.save_dir, max_to_keep=2
             )
         self.history = [e for e in self.history if e["epoch"] < epoch + 1]
         with _averaged_weights(self.average):
@@ -277,7 +271,7 @@ def _resumed_history(model_dir: str, metric: str, completed_epochs: int) -> list
     """The validation history of a previous run of this model dir, up to the epochs its
     checkpoint holds (a later entry was never checkpointed: that epoch is trained again);
     empty when there is none, it was for another metric, or its best weights are gone."""
-    path = os.path.join(model_dir, BEST_FILE)
+    path = run_dir.best_file(model_dir)
     if not os.path.exists(path):
         return []
     with open(path) as f:
@@ -288,30 +282,11 @@ def _resumed_history(model_dir: str, metric: str, completed_epochs: int) -> list
     history = [e for e in state["history"] if e["epoch"] <= completed_epochs]
     best = choose_epoch(history, metric, 1)[0]
     if best is not None and not tf.io.gfile.exists(
-        os.path.join(model_dir, BEST_DIR, f"ckpt-{best}.index")
+        run_dir.best_checkpoint(model_dir, best) + ".index"
     ):
         log.warning("the weights of best epoch %d are missing: starting a new history", best)
         return []
     return history
-
-
-def restore_kept_weights(model, model_dir: str) -> int | None:
-    """Loads the kept (best validation) epoch's weights of ``model_dir`` into ``model``.
-
-    Returns the epoch, or None when the run kept its last epoch (no early stopping): then
-    the latest checkpoint holds the model.
-    """
-    path = os.path.join(model_dir, BEST_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        best = json.load(f).get("best_epoch")
-    if best is None:
-        return None
-    _weights_checkpoint(model).restore(
-        os.path.join(model_dir, BEST_DIR, f"ckpt-{best}")
-    ).assert_consumed()
-    return int(best)
 
 
 def _data_files(config: TrainConfig) -> tuple[fs.FeatureSpec, list[str], list[str], str]:
@@ -427,7 +402,7 @@ def load_or_adapt(
     """Reuses model_dir's preprocessing state, or learns it in one bounded pass over the
     train split (never the validation rows) and saves it."""
     if pp.PreprocessingState.exists(config.model_dir):
-        saved = fs.load(os.path.join(config.model_dir, "feature_spec.json"))
+        saved = run_dir.load_spec(config.model_dir)
         if saved != spec:
             raise ValueError(
                 f"model_dir {config.model_dir!r} was trained with another feature spec "
@@ -445,7 +420,7 @@ def load_or_adapt(
         state = pp.adapt(spec, (x for x, _ in raw), max_rows=config.data.adapt_max_rows)
     except tf.errors.InvalidArgumentError as e:
         input_pipeline.raise_data_error(e)
-    spec.save(os.path.join(config.model_dir, "feature_spec.json"))
+    spec.save(run_dir.spec_path(config.model_dir))
     state.save(config.model_dir)
     return state
 
@@ -667,8 +642,7 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
         skew.save_training_stats(
             config.model_dir, spec, state, train_files, config.data.adapt_max_rows
         )
-        with open(os.path.join(config.model_dir, "config.json"), "w") as f:
-            f.write(config.to_json() + "\n")
+        atomic.write_text(run_dir.config_path(config.model_dir), config.to_json() + "\n")
     runtime.barrier()  # the chief's preprocessing state is complete on disk
     if not runtime.is_chief:  # the chief's split and preprocessing state: reads only
         time_split = validation_split(config, spec, train_files, compute=False)
@@ -679,9 +653,9 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         checkpoint = model_lib.make_checkpoint(model, epoch=epoch)
     manager = tf.train.CheckpointManager(
-        checkpoint, os.path.join(work_dir, "checkpoints"), max_to_keep=3
+        checkpoint, run_dir.checkpoints_dir(work_dir), max_to_keep=3
     )
-    resumed, position = _restore(model, epoch, os.path.join(config.model_dir, "checkpoints"))
+    resumed, position = _restore(model, epoch, run_dir.checkpoints_dir(config.model_dir))
     if resumed:
         log.info(
             "resumed from %s (epoch %d, step %d)",
@@ -736,8 +710,8 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
             lambda: evaluate(model, val_ds, config.eval_steps),
             metric,
             config.early_stopping_patience,
-            save_dir=os.path.join(work_dir, BEST_DIR),
-            state_path=os.path.join(config.model_dir, BEST_FILE) if runtime.is_chief else None,
+            save_dir=run_dir.best_dir(work_dir),
+            state_path=run_dir.best_file(config.model_dir) if runtime.is_chief else None,
             average=average,
             history=_resumed_history(config.model_dir, metric, initial_epoch) if resumed else [],
         )
@@ -749,7 +723,7 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
         callbacks.insert(0, model_lib.WeightAverageCallback(average, config.epochs))
     stopped_before = best is not None and best.stopped
     if stopped_before:
-        log.info("early stopping: %s already ended this run", BEST_FILE)
+        log.info("early stopping: %s already ended this run", run_dir.BEST_FILE)
     if initial_epoch < config.epochs and not stopped_before:
         if runtime.distributed:
             distribute.prepare_for_fit(model, runtime, next(iter(eval_ds)))
@@ -775,8 +749,8 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
         val_ds = validation_data(preprocessor) if has_validation else None
     kept = best.best_epoch if best is not None else None
     if kept is not None:  # the export, the metrics and evaluate_lib all see this epoch
-        _weights_checkpoint(model).restore(
-            os.path.join(config.model_dir, BEST_DIR, f"ckpt-{kept}")
+        run_dir.weights_checkpoint(model).restore(
+            run_dir.best_checkpoint(config.model_dir, kept)
         ).assert_consumed()
 
     results = evaluate(model, eval_ds, config.eval_steps, parts=True)
@@ -794,8 +768,7 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
         results["validation_log_loss"] = kept_validation["log_loss"]
     results["model_type"] = config.model.model_type
     results["eval_split"] = eval_split
-    with open(os.path.join(config.model_dir, "metrics.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    atomic.write_json(run_dir.metrics_path(config.model_dir), results)
     if counter.count:
         log.warning("skipped %d malformed rows (skip_bad_rows)", counter.count)
 

@@ -19,7 +19,6 @@ ones drop below min_count), so ids are not stable: rows are copied *by token*.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import keras
 import numpy as np
@@ -27,6 +26,7 @@ import tensorflow as tf
 
 from wdl_tf import features as fs
 from wdl_tf import preprocessing as pp
+from wdl_tf import run_dir
 
 
 class WarmStartError(ValueError):
@@ -54,10 +54,10 @@ class _Source:
 
 
 def _load_source(model_dir: str) -> _Source:
-    ckpt = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    ckpt = run_dir.latest_checkpoint(model_dir)
     if ckpt is None:
         raise WarmStartError(f"warm_start_from: no checkpoint in {model_dir!r}/checkpoints")
-    spec = fs.load(os.path.join(model_dir, "feature_spec.json"))
+    spec = run_dir.load_spec(model_dir)
     return _Source(spec, pp.PreprocessingState.load(model_dir), tf.train.load_checkpoint(ckpt))
 
 
