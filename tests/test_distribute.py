@@ -495,7 +495,14 @@ def test_table_bytes_per_row_with_optimizer_slots(tmp_path):
 
 def test_parameter_server_prototype_matches_single_process():
     proc = subprocess.run(
-        [sys.executable, "-m", "wdl_tf.ps_prototype", "--ps=2", "--workers=1", "--steps=10"],
+        [
+            sys.executable,
+            "-m",
+            "wdl_tf.experimental.ps_prototype",
+            "--ps=2",
+            "--workers=1",
+            "--steps=10",
+        ],
         capture_output=True,
         text=True,
         timeout=240,

@@ -13,7 +13,7 @@ trained with row-wise AdaGrad: a sparse gradient updates only the rows of the ba
 scatter ops that run on the parameter server holding each shard (the project's FTRL would
 have to be applied the same way, shard by shard: not done here).
 
-    python -m wdl_tf.ps_prototype --ps=2 --workers=2 --steps=20
+    python -m wdl_tf.experimental.ps_prototype --ps=2 --workers=2 --steps=20
 
 starts 2 parameter-server and 2 worker processes (`tf.distribute.Server` on loopback
 ports), trains ``steps`` steps from the coordinator (this process), trains the same steps
@@ -151,7 +151,7 @@ def run(num_ps: int = 2, num_workers: int = 2, steps: int = 20) -> tuple[dict, l
             [
                 sys.executable,
                 "-m",
-                "wdl_tf.ps_prototype",
+                "wdl_tf.experimental.ps_prototype",
                 "--serve",
                 job,
                 str(i),
