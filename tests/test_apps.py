@@ -14,10 +14,8 @@ import tensorflow as tf
 from wdl_tf import features as fs
 from wdl_tf import input_pipeline as ip
 from wdl_tf import train_lib
-from wdl_tf.config import DataConfig, TrainConfig
+from wdl_tf.config import DataConfig, ExportOptions, ModelConfig, TrainConfig
 from wdl_tf.datasets import apps, apps_tfds
-from wdl_tf.export_lib import ExportOptions
-from wdl_tf.model import ModelConfig
 
 APP = re.compile(r"a\d+")
 

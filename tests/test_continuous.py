@@ -18,9 +18,7 @@ from wdl_tf import continuous, export_lib, input_pipeline, train_lib
 from wdl_tf import features as fs
 from wdl_tf import model as model_lib
 from wdl_tf import preprocessing as pp
-from wdl_tf.config import DataConfig, TrainConfig
-from wdl_tf.export_lib import ExportOptions
-from wdl_tf.model import ModelConfig
+from wdl_tf.config import DataConfig, ExportOptions, ModelConfig, TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

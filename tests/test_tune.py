@@ -10,8 +10,7 @@ import pytest
 from absl import flags
 
 from wdl_tf import cli, tune_lib
-from wdl_tf.config import DataConfig, preset
-from wdl_tf.model import ModelConfig
+from wdl_tf.config import DataConfig, ModelConfig, preset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = 600

@@ -13,8 +13,7 @@ from absl import app, flags, logging
 
 from wdl_tf import config as config_lib
 from wdl_tf import distribute, metrics, train_lib
-from wdl_tf.datasets import DATASETS
-from wdl_tf.model import LR_DECAYS, MODEL_TYPES
+from wdl_tf.config import DATASETS, LR_DECAYS, MODEL_TYPES
 
 FLAGS = flags.FLAGS
 

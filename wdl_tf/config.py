@@ -2,6 +2,8 @@
 
 `scripts/train.py` turns its absl flags into one `TrainConfig` and calls
 `train_lib.train_and_evaluate(config)`; library code never reads flags (docs/design.md §3.1).
+This module is a leaf: it imports nothing from `wdl_tf` (and no TensorFlow), so reading or
+validating a config is cheap, and every module that acts on a setting imports it from here.
 The resolved config is written to ``<model_dir>/config.json`` so a model dir says how it was
 made.
 """
@@ -12,12 +14,123 @@ import dataclasses
 import json
 from typing import Any
 
-from wdl_tf.datasets import DATASETS
-from wdl_tf.distribute import DISTRIBUTIONS, SHARD_POLICIES
-from wdl_tf.export_lib import ExportOptions
-from wdl_tf.model import ModelConfig
-
+# The allowed values of the settings below (the modules that act on them import these).
+DATASETS = (
+    "census",
+    "census_synthetic",
+    "criteo",
+    "criteo_synthetic",
+    "apps_synthetic",
+    "drifting_synthetic",
+    "files",
+)
+DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker_mirrored")
+SHARD_POLICIES = ("auto", "file", "data")
 EARLY_STOPPING_METRICS = ("auc", "log_loss")
+MODEL_TYPES = ("wide", "deep", "wide_deep")
+LR_DECAYS = ("none", "cosine")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and optimizer settings.
+
+    Attributes:
+      model_type: ``wide`` (linear only), ``deep`` (DNN only) or ``wide_deep`` (joint).
+      hidden_units: sizes of the deep part's ReLU layers.
+      dropout: dropout rate after each hidden layer (0 = none).
+      batch_norm: batch normalization before each hidden layer's ReLU.
+      embedding_dim: overrides every feature's embedding size when set.
+      linear_learning_rate: FTRL learning rate of the wide part.
+      linear_l1: FTRL L1 regularization strength (sparsity of the wide weights).
+      linear_l2: FTRL L2 regularization strength.
+      dnn_learning_rate: AdaGrad learning rate of the deep part.
+      lr_decay: ``none``, or ``cosine``: both learning rates decay to 10% over the run.
+      ema_momentum: when > 0, the dense weights (deep layers, the bias; not the id tables)
+        end as their exponential moving average over the last ~1/(1 - momentum) steps (see
+        `WeightAverage`); 0 turns it off. Single-process training only.
+      seed: seed of the weight initializers.
+      negative_sampling_rate: the share of negatives the training data kept (1 = all). Below
+        1, the model's inference output (``training=False``: evaluation, the export) is
+        corrected to the unsampled rate, p / (p + (1 - p) / rate) (see `SamplingCorrection`).
+    """
+
+    model_type: str = "wide_deep"
+    hidden_units: tuple[int, ...] = (1024, 512, 256)
+    dropout: float = 0.0
+    batch_norm: bool = False
+    embedding_dim: int | None = None
+    linear_learning_rate: float = 0.2
+    linear_l1: float = 0.001
+    linear_l2: float = 0.001
+    dnn_learning_rate: float = 0.05
+    lr_decay: str = "none"
+    ema_momentum: float = 0.99
+    seed: int = 0
+    negative_sampling_rate: float = 1.0
+
+    def validate(self) -> None:
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(
+                f"model_type: unknown value {self.model_type!r}; allowed values are "
+                f"{list(MODEL_TYPES)}"
+            )
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(
+                f"lr_decay: unknown value {self.lr_decay!r}; allowed values are {list(LR_DECAYS)}"
+            )
+        if not self.hidden_units or any(u < 1 for u in self.hidden_units):
+            raise ValueError(
+                f"hidden_units: expected positive layer sizes, got {list(self.hidden_units)}"
+            )
+        if not 0.0 <= self.ema_momentum < 1.0:
+            raise ValueError(f"ema_momentum: must be in [0, 1), got {self.ema_momentum}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout: must be in [0, 1), got {self.dropout}")
+        if not 0.0 < self.negative_sampling_rate <= 1.0:
+            raise ValueError(
+                f"negative_sampling_rate: must be in (0, 1], got {self.negative_sampling_rate}"
+            )
+        if self.embedding_dim is not None and self.embedding_dim < 1:
+            raise ValueError(f"embedding_dim: must be >= 1, got {self.embedding_dim}")
+        for name in ("linear_learning_rate", "dnn_learning_rate"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        for name in ("linear_l1", "linear_l2"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def has_wide(self) -> bool:
+        return self.model_type in ("wide", "wide_deep")
+
+    @property
+    def has_deep(self) -> bool:
+        return self.model_type in ("deep", "wide_deep")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    """How to publish.
+
+    Attributes:
+      model_name: the name warmup requests carry (TF Serving ignores it during warmup).
+      keep_versions: keep only this many newest integer versions (0 = keep all).
+      max_auc_drop: refuse to publish when the eval AUC is lower than the latest published
+        version's by more than this (None = no gate).
+      atol: largest allowed difference between reloaded and in-memory predictions.
+    """
+
+    model_name: str = "census"
+    keep_versions: int = 0
+    max_auc_drop: float | None = None
+    atol: float = 1e-5
+
+    def validate(self) -> None:
+        if self.keep_versions < 0:
+            raise ValueError(f"keep_versions: must be >= 0, got {self.keep_versions}")
+        if self.max_auc_drop is not None and self.max_auc_drop < 0:
+            raise ValueError(f"max_auc_drop: must be >= 0, got {self.max_auc_drop}")
 
 
 @dataclasses.dataclass(frozen=True)

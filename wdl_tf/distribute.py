@@ -30,10 +30,10 @@ from typing import Any
 
 import tensorflow as tf
 
+from wdl_tf.config import DISTRIBUTIONS, SHARD_POLICIES  # noqa: F401 - re-exported
+
 log = logging.getLogger("wdl_tf")
 
-DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker_mirrored")
-SHARD_POLICIES = ("auto", "file", "data")
 TF_CONFIG = "TF_CONFIG"
 
 

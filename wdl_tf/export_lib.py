@@ -37,7 +37,6 @@ the next publish.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -56,6 +55,7 @@ import tensorflow as tf
 
 from wdl_tf import explain, input_pipeline, tfrecord
 from wdl_tf import features as fs
+from wdl_tf.config import ExportOptions  # noqa: F401 - re-exported
 from wdl_tf.verify_export import METHOD_NAMES, context_split
 
 log = logging.getLogger("wdl_tf")
@@ -71,30 +71,6 @@ WARMUP_ROWS = 8
 
 class ExportError(RuntimeError):
     """The written model does not reproduce the in-memory one, or cannot be published."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ExportOptions:
-    """How to publish.
-
-    Attributes:
-      model_name: the name warmup requests carry (TF Serving ignores it during warmup).
-      keep_versions: keep only this many newest integer versions (0 = keep all).
-      max_auc_drop: refuse to publish when the eval AUC is lower than the latest published
-        version's by more than this (None = no gate).
-      atol: largest allowed difference between reloaded and in-memory predictions.
-    """
-
-    model_name: str = "census"
-    keep_versions: int = 0
-    max_auc_drop: float | None = None
-    atol: float = 1e-5
-
-    def validate(self) -> None:
-        if self.keep_versions < 0:
-            raise ValueError(f"keep_versions: must be >= 0, got {self.keep_versions}")
-        if self.max_auc_drop is not None and self.max_auc_drop < 0:
-            raise ValueError(f"max_auc_drop: must be >= 0, got {self.max_auc_drop}")
 
 
 def raw_input_signature(spec: fs.FeatureSpec) -> dict[str, tf.TensorSpec]:
@@ -577,7 +553,7 @@ def export_model(
     export_base: str,
     sample_raw: dict,
     metrics: dict[str, Any] | None = None,
-    options: ExportOptions = ExportOptions(),
+    options: ExportOptions | None = None,
     extra_assets: tuple[str, ...] = (),
 ) -> str:
     """Writes, verifies and publishes a SavedModel; returns ``<export_base>/<version>``.
@@ -592,6 +568,7 @@ def export_model(
       ExportError: a failed check or a failed write; nothing is published and the temp
         directory is removed.
     """
+    options = options or ExportOptions()
     options.validate()
     if options.max_auc_drop is not None and metrics is not None:
         previous = published_metrics(export_base)

@@ -28,7 +28,7 @@ import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
 from wdl_tf import atomic, evaluate_lib, importance, metrics, plots
-from wdl_tf.model import MODEL_TYPES
+from wdl_tf.config import MODEL_TYPES
 
 
 @dataclasses.dataclass

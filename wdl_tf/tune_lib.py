@@ -36,9 +36,8 @@ from collections.abc import Callable
 from typing import Any
 
 from wdl_tf import atomic, datasets, input_pipeline
-from wdl_tf.config import DataConfig, TrainConfig
+from wdl_tf.config import DataConfig, ModelConfig, TrainConfig
 from wdl_tf.evaluate_lib import write_json_atomic
-from wdl_tf.model import ModelConfig
 
 ALGORITHMS = ("bayesian", "hyperband")
 OBJECTIVE = "validation_auc"

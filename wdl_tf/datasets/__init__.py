@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from wdl_tf.config import DATASETS  # noqa: F401 - re-exported
+
 DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
 CENSUS_TRAIN = os.path.join(DATA_DIR, "adult.data.gz")
 CENSUS_TEST = os.path.join(DATA_DIR, "adult.test.gz")
@@ -38,16 +40,6 @@ DEFAULT_ROWS = {
     "apps_synthetic": 4000,
     "drifting_synthetic": 60_000,
 }
-
-DATASETS = (
-    "census",
-    "census_synthetic",
-    "criteo",
-    "criteo_synthetic",
-    "apps_synthetic",
-    "drifting_synthetic",
-    "files",
-)
 
 
 def get_dataset(
