@@ -92,3 +92,32 @@ def test_build_md_lists_every_flag_with_its_default():
         assert name in rows, f"--{name} is missing from BUILD.md's flag table"
         shown = ",".join(default) if isinstance(default, list) else str(default)
         assert rows[name] == shown, f"--{name}: BUILD.md says {rows[name]!r}, default {shown!r}"
+
+
+def test_flags_are_the_config_fields_written_once():
+    """Every config field with help text is a flag whose default is the field's, and the
+    parsed flags build exactly the config they name (each section reached)."""
+    import dataclasses
+
+    from absl import flags
+
+    from wdl_tf import cli
+    from wdl_tf import config as config_lib
+
+    fv = flags.FlagValues()
+    cli.define_train_flags(fv)
+    sections = (config_lib.DataConfig, config_lib.ModelConfig, config_lib.ExportOptions)
+    fields = [f for cls in (*sections, config_lib.TrainConfig) for f in config_lib.flag_fields(cls)]
+    assert sorted(f.name for f in fields) == sorted(fv)  # one flag per field, no other
+    for f in fields:
+        # (absl prefixes an enum's help with its allowed values)
+        assert fv[f.name].help.endswith(f.metadata["help"]) and f.metadata["help"]
+    fv(["train.py"])
+    assert cli.config_from_flags(fv) == config_lib.TrainConfig()
+    fv(["train.py", "--shuffle_buffer=7", "--hidden_units=8,4", "--keep_versions=2", "--seed=5"])
+    config = cli.config_from_flags(fv)
+    assert config.data.shuffle_buffer == 7 and config.model.hidden_units == (8, 4)
+    assert config.export.keep_versions == 2
+    assert config.seed == config.model.seed == 5  # --seed sets both
+    assert config.export.atol == config_lib.ExportOptions().atol  # not a flag: its default
+    assert "atol" not in fv and dataclasses.fields(config_lib.ExportOptions)

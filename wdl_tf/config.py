@@ -27,6 +27,25 @@ DATASETS = (
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker_mirrored")
 SHARD_POLICIES = ("auto", "file", "data")
 EARLY_STOPPING_METRICS = ("auc", "log_loss")
+
+
+def setting(default: Any, help: str = "", *, choices: tuple[str, ...] = (), flag: str | None = ""):
+    """A config field that is also a training flag: its help text and allowed values live
+    here, once; `wdl_tf.cli` defines the absl flag from them.
+
+    ``flag``: the flag's name ("" = the field's own name), None when the field is not a flag,
+    or another field's flag that sets it too (ModelConfig.seed follows ``--seed``).
+    """
+    return dataclasses.field(
+        default=default, metadata={"help": help, "choices": choices, "flag": flag}
+    )
+
+
+def flag_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of a config dataclass that are flags of their own (in definition order)."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("flag") == ""]
+
+
 MODEL_TYPES = ("wide", "deep", "wide_deep")
 LR_DECAYS = ("none", "cosine")
 
@@ -55,19 +74,33 @@ class ModelConfig:
         corrected to the unsampled rate, p / (p + (1 - p) / rate) (see `SamplingCorrection`).
     """
 
-    model_type: str = "wide_deep"
-    hidden_units: tuple[int, ...] = (1024, 512, 256)
-    dropout: float = 0.0
-    batch_norm: bool = False
-    embedding_dim: int | None = None
-    linear_learning_rate: float = 0.2
-    linear_l1: float = 0.001
-    linear_l2: float = 0.001
-    dnn_learning_rate: float = 0.05
-    lr_decay: str = "none"
-    ema_momentum: float = 0.99
-    seed: int = 0
-    negative_sampling_rate: float = 1.0
+    model_type: str = setting("wide_deep", "Which parts to train.", choices=MODEL_TYPES)
+    hidden_units: tuple[int, ...] = setting((1024, 512, 256), "Deep part ReLU layer sizes.")
+    dropout: float = setting(0.0, "Dropout rate after each hidden layer.")
+    batch_norm: bool = setting(False, "Batch normalization in the deep part.")
+    embedding_dim: int | None = setting(
+        None,
+        "Embedding size of every feature (default: the spec's, 32).",
+    )
+    linear_learning_rate: float = setting(0.2, "FTRL learning rate.")
+    linear_l1: float = setting(0.001, "FTRL L1 regularization strength.")
+    linear_l2: float = setting(0.001, "FTRL L2 regularization strength.")
+    dnn_learning_rate: float = setting(0.05, "AdaGrad learning rate.")
+    lr_decay: str = setting(
+        "none",
+        "Learning-rate schedule of both optimizers (cosine: decay to 10% over the run).",
+        choices=LR_DECAYS,
+    )
+    ema_momentum: float = setting(
+        0.99,
+        "Average the dense weights over the last ~1/(1-m) steps (0: off).",
+    )
+    seed: int = setting(0, flag="seed")  # TrainConfig's --seed
+    negative_sampling_rate: float = setting(
+        1.0,
+        "Share of negatives the training data kept (1: all). Below 1, evaluation and the export "
+        "correct the probabilities to the unsampled rate: p / (p + (1 - p) / rate).",
+    )
 
     def validate(self) -> None:
         if self.model_type not in MODEL_TYPES:
@@ -121,10 +154,14 @@ class ExportOptions:
       atol: largest allowed difference between reloaded and in-memory predictions.
     """
 
-    model_name: str = "census"
-    keep_versions: int = 0
-    max_auc_drop: float | None = None
-    atol: float = 1e-5
+    model_name: str = setting("census", "Model name in the warmup requests.")
+    keep_versions: int = setting(0, "Keep only this many newest exported versions (0: keep all).")
+    max_auc_drop: float | None = setting(
+        None,
+        "Refuse to publish when eval AUC is below the published version's by more than this "
+        "(default: no gate).",
+    )
+    atol: float = setting(1e-5, flag=None)  # not a flag
 
     def validate(self) -> None:
         if self.keep_versions < 0:
@@ -164,18 +201,34 @@ class DataConfig:
         (fails before training with fewer files than workers) or ``data`` (by row).
     """
 
-    dataset: str = "census"
-    feature_spec: str = ""
-    train_files: str = ""
-    eval_files: str = ""
-    batch_size: int = 256
-    eval_batch_size: int = 2048
-    shuffle_buffer: int = 10_000
-    skip_bad_rows: bool = False
-    validation_fraction: float = 0.1
-    adapt_max_rows: int = 1_000_000
-    synthetic_rows: int = 0
-    shard_policy: str = "auto"
+    dataset: str = setting("census", "Dataset to train on.", choices=DATASETS)
+    feature_spec: str = setting(
+        "",
+        "Feature spec preset name or JSON file (empty: the dataset's preset).",
+    )
+    train_files: str = setting("", "Comma-separated training files/globs.")
+    eval_files: str = setting("", "Comma-separated evaluation files/globs.")
+    batch_size: int = setting(
+        256,
+        "Global training batch size: split evenly over all replicas of all workers.",
+    )
+    eval_batch_size: int = setting(2048, "Evaluation batch size.")
+    shuffle_buffer: int = setting(10_000, "Rows in the shuffle buffer.")
+    skip_bad_rows: bool = setting(False, "Drop and count malformed rows instead of failing.")
+    validation_fraction: float = setting(
+        0.1,
+        "Hold out this share of the training rows for validation (the latest by time, per user, "
+        "when the feature spec names a split time column; else random): it selects the kept epoch "
+        "and tuning; 0: none.",
+    )
+    adapt_max_rows: int = setting(1_000_000, "Rows read to learn vocabularies and quantiles.")
+    synthetic_rows: int = setting(0, "Rows of a synthetic dataset (0: the dataset's default).")
+    shard_policy: str = setting(
+        "auto",
+        "How workers split the training data: by file, by row, or auto (file when there are at "
+        "least as many files as workers).",
+        choices=SHARD_POLICIES,
+    )
 
     def validate(self) -> None:
         if self.dataset not in DATASETS:
@@ -238,19 +291,40 @@ class TrainConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     export: ExportOptions = dataclasses.field(default_factory=ExportOptions)
-    model_dir: str = "./models/census_train"
-    export_base: str = "./models/census"
-    epochs: int = 20
-    steps_per_epoch: int | None = None
-    eval_steps: int | None = None
-    seed: int = 0
-    verbose: int = 1
-    warm_start_from: str = ""
-    warm_start_optimizer: bool = False
-    distribution: str = "auto"
-    checkpoint_every_steps: int = 0
-    early_stopping_metric: str = "auc"
-    early_stopping_patience: int = 3
+    model_dir: str = setting("./models/census_train", "Checkpoints, logs, config, metrics.")
+    export_base: str = setting(
+        "./models/census",
+        "Publish SavedModels to <export_base>/<version>/ (empty: no export).",
+    )
+    epochs: int = setting(20, "Passes over the training data.")
+    steps_per_epoch: int | None = setting(None, "Batches per epoch (default: one pass).")
+    eval_steps: int | None = setting(None, "Evaluate on at most this many batches.")
+    seed: int = setting(0, "Seed of shuffles and initializers.")
+    verbose: int = setting(1, "1: progress bar, 2: a line per epoch, 0: none.")
+    warm_start_from: str = setting(
+        "",
+        "Initialize from this previous model dir (rows copied by token).",
+    )
+    warm_start_optimizer: bool = setting(False, "Also copy optimizer slots when warm starting.")
+    distribution: str = setting(
+        "auto",
+        "tf.distribute strategy; auto: multi_worker_mirrored when TF_CONFIG is set, else none.",
+        choices=DISTRIBUTIONS,
+    )
+    checkpoint_every_steps: int = setting(
+        0,
+        "Also checkpoint every this many steps and resume mid-epoch (0: after every epoch).",
+    )
+    early_stopping_metric: str = setting(
+        "auc",
+        "Validation metric that selects the kept epoch.",
+        choices=EARLY_STOPPING_METRICS,
+    )
+    early_stopping_patience: int = setting(
+        3,
+        "Stop after this many epochs without a better validation metric and keep the best epoch "
+        "(0: off; needs validation_fraction > 0).",
+    )
 
     def validate(self) -> None:
         self.data.validate()
