@@ -93,26 +93,43 @@ def _read_options(data: EvalData, batch_size: int) -> input_pipeline.ReadOptions
     )
 
 
-def _collect(
-    batches: Iterable, score: Callable[[dict], np.ndarray], user_feature: str | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(labels, scores, user ids or None) over every batch of (raw dict, labels)."""
-    labels, scores, users = [], [], []
+def collect(
+    batches: Iterable, outputs: Callable[[Any], dict[str, np.ndarray]], steps: int | None = None
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Labels and named per-row outputs over (features, labels) batches: the one loop that
+    turns a dataset into arrays for exact metrics (here and in training's evaluation).
+
+    ``outputs(features)`` returns arrays with one value per row; each is concatenated.
+    At most ``steps`` batches when given. A malformed row is a `DataError` naming it.
+    """
+    labels, columns = [], {}
     try:
-        for raw, y in batches:
-            scores.append(np.asarray(score(raw), dtype=np.float64).reshape(-1))
+        for i, (x, y) in enumerate(batches):
+            if steps is not None and i >= steps:
+                break
+            for name, values in outputs(x).items():
+                columns.setdefault(name, []).append(np.asarray(values).reshape(-1))
             labels.append(y.numpy().reshape(-1))
-            if user_feature is not None:
-                users.append(_user_column(raw[user_feature]))
     except tf.errors.InvalidArgumentError as e:
         input_pipeline.raise_data_error(e)
     if not labels:
         raise ValueError("evaluation data has no rows")
-    return (
-        np.concatenate(labels),
-        np.concatenate(scores),
-        np.concatenate(users) if user_feature is not None else None,
-    )
+    return np.concatenate(labels), {k: np.concatenate(v) for k, v in columns.items()}
+
+
+def _collect(
+    batches: Iterable, score: Callable[[dict], np.ndarray], user_feature: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(labels, scores, user ids or None) over every batch of (raw dict, labels)."""
+
+    def outputs(raw):
+        out = {"score": np.asarray(score(raw), dtype=np.float64)}
+        if user_feature is not None:
+            out["user"] = _user_column(raw[user_feature])
+        return out
+
+    labels, columns = collect(batches, outputs)
+    return labels, columns["score"], columns.get("user")
 
 
 def compute_metrics(

@@ -50,6 +50,7 @@ from wdl_tf import (
     atomic,
     datasets,
     distribute,
+    evaluate_lib,
     export_lib,
     input_pipeline,
     metrics,
@@ -448,29 +449,19 @@ def evaluate(
     (`metrics.logit_parts`: each part's logit spread, their correlation, each one's AUC).
     """
     split = _parts_model(model) if parts else None
-    labels, scores, wide, deep = [], [], [], []
-    try:
-        for i, (x, y) in enumerate(dataset):
-            if steps is not None and i >= steps:
-                break
-            if split is None:
-                scores.append(_predict_step(model, x).numpy().reshape(-1))
-            else:
-                w, d, p = (t.numpy().reshape(-1) for t in _predict_step(split, x))
-                wide.append(w)
-                deep.append(d)
-                scores.append(p)
-            labels.append(y.numpy().reshape(-1))
-    except tf.errors.InvalidArgumentError as e:
-        input_pipeline.raise_data_error(e)
-    if not labels:
-        raise ValueError("evaluation data has no rows")
-    labels = np.concatenate(labels)
-    results = metrics.binary_metrics(labels, np.concatenate(scores))
+
+    def outputs(x):
+        if split is None:
+            return {"p": _predict_step(model, x).numpy()}
+        wide, deep, p = (t.numpy() for t in _predict_step(split, x))
+        return {"wide": wide, "deep": deep, "p": p}
+
+    labels, out = evaluate_lib.collect(dataset, outputs, steps)
+    results = metrics.binary_metrics(labels, out["p"])
     if split is not None:
         bias = float(np.asarray(model.get_layer("wide").bias).reshape(-1)[0])
-        wide_logit = np.concatenate(wide).astype(np.float64) - bias
-        results.update(metrics.logit_parts(labels, wide_logit, np.concatenate(deep), bias))
+        wide_logit = out["wide"].astype(np.float64) - bias
+        results.update(metrics.logit_parts(labels, wide_logit, out["deep"], bias))
     return results
 
 
