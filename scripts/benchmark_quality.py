@@ -54,11 +54,11 @@ def define_flags() -> None:
 
 
 def config_for(dataset: str, seed: int, work_dir: str, quick: bool) -> config_lib.TrainConfig:
-    """train.py's defaults for ``dataset`` (its spec's preset where it has one)."""
+    """train.py's defaults for ``dataset``: its preset (`config.dataset_preset`)."""
     if dataset not in datasets.DATASETS or dataset == "files":
         allowed = [d for d in datasets.DATASETS if d != "files"]
         raise ValueError(f"datasets: unknown value {dataset!r}; allowed values are {allowed}")
-    config = config_lib.TrainConfig(seed=seed, verbose=0)
+    config = config_lib.preset(config_lib.dataset_preset(dataset), seed=seed, verbose=0)
     data = dataclasses.replace(config.data, dataset=dataset, synthetic_rows=ROWS.get(dataset, 0))
     if quick:
         config = config_lib.preset("test", seed=seed)

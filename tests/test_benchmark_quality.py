@@ -31,7 +31,7 @@ def test_joint_at_least_the_better_part_everywhere():
 
 def test_configs_are_train_py_defaults_and_unknown_datasets_are_named():
     config = bq.config_for("drifting_synthetic", 1, "/tmp/q", quick=False)
-    defaults = bq.config_lib.TrainConfig()
+    defaults = bq.config_lib.preset(bq.config_lib.dataset_preset("drifting_synthetic"))
     assert (config.seed, config.data.dataset) == (1, "drifting_synthetic")
     assert config.model == defaults.model and config.epochs == defaults.epochs
     assert config.data.validation_fraction == defaults.data.validation_fraction > 0

@@ -108,7 +108,8 @@ def test_flags_are_the_config_fields_written_once():
     cli.define_train_flags(fv)
     sections = (config_lib.DataConfig, config_lib.ModelConfig, config_lib.ExportOptions)
     fields = [f for cls in (*sections, config_lib.TrainConfig) for f in config_lib.flag_fields(cls)]
-    assert sorted(f.name for f in fields) == sorted(fv)  # one flag per field, no other
+    # One flag per field, and no other but --preset (which picks the fields' starting point).
+    assert sorted(f.name for f in fields) == sorted(set(fv) - {"preset"})
     for f in fields:
         # (absl prefixes an enum's help with its allowed values)
         assert fv[f.name].help.endswith(f.metadata["help"]) and f.metadata["help"]
@@ -121,3 +122,25 @@ def test_flags_are_the_config_fields_written_once():
     assert config.seed == config.model.seed == 5  # --seed sets both
     assert config.export.atol == config_lib.ExportOptions().atol  # not a flag: its default
     assert "atol" not in fv and dataclasses.fields(config_lib.ExportOptions)
+
+
+def test_a_preset_is_the_start_and_given_flags_override_it():
+    from absl import flags
+
+    from wdl_tf import cli
+    from wdl_tf import config as config_lib
+
+    def parse(*argv):
+        fv = flags.FlagValues()
+        cli.define_train_flags(fv)
+        fv(["train.py", *argv])
+        return cli.config_from_flags(fv)
+
+    tiny = parse("--preset=test")
+    assert tiny == config_lib.preset("test")
+    assert tiny.model.hidden_units == (32, 16) and tiny.data.dataset == "census_synthetic"
+    mixed = parse("--preset=test", "--hidden_units=64", "--epochs=3")
+    assert mixed.model.hidden_units == (64,) and mixed.epochs == 3
+    assert mixed.data.batch_size == 128  # still the preset's
+    with pytest.raises(flags.IllegalFlagValueError, match="preset"):
+        parse("--preset=imdb")

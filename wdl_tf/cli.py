@@ -29,6 +29,14 @@ _SECTIONS = (
 def define_train_flags(fv: flags.FlagValues = FLAGS) -> None:
     """Defines one flag per config field (`config_lib.flag_fields`) in ``fv``: name, default,
     help and allowed values come from the field, so a setting is written once."""
+    flags.DEFINE_enum(
+        "preset",
+        "",
+        ["", *config_lib.PRESETS],
+        "Start from this named preset (empty: the dataset's, else the defaults); flags given "
+        "on the command line override it.",
+        flag_values=fv,
+    )
     for _, cls in _SECTIONS:
         for field in config_lib.flag_fields(cls):
             _define(fv, field)
@@ -67,20 +75,24 @@ def _flag_value(field, fv: flags.FlagValues):
 
 
 def config_from_flags(fv: flags.FlagValues = FLAGS) -> config_lib.TrainConfig:
-    """One validated TrainConfig from the parsed flags (fields that are no flag keep their
-    defaults)."""
+    """One validated TrainConfig from the parsed flags: the preset (``--preset``, else the
+    dataset's), then every flag given on the command line (or in a flagfile)."""
+    base = config_lib.preset(fv["preset"].value or config_lib.dataset_preset(fv["dataset"].value))
     values: dict = {}
     for section, cls in _SECTIONS:
+        current = base if section is None else getattr(base, section)
         kwargs = {
             f.name: _flag_value(f, fv)
             for f in dataclasses.fields(cls)
-            if f.metadata.get("flag") is not None and "help" in f.metadata
+            if f.metadata.get("flag") is not None
+            and "help" in f.metadata
+            and fv[f.metadata["flag"] or f.name].present
         }
         if section is None:
             values.update(kwargs)
         else:
-            values[section] = cls(**kwargs)
-    config = config_lib.TrainConfig(**values)
+            values[section] = dataclasses.replace(current, **kwargs)
+    config = dataclasses.replace(base, **values)
     config.validate()
     return config
 

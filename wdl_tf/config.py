@@ -383,17 +383,35 @@ class TrainConfig:
         return cls(data=data, model=ModelConfig(**model_obj), export=export, **obj)
 
 
+# Named presets, as data: each is what it changes in the defaults (nested like config.json).
+# The defaults themselves were chosen on census (BENCHMARKS.md says how, on validation only).
+PRESETS: dict[str, dict[str, Any]] = {
+    "census": {},
+    "test": {  # tiny, for tests
+        "data": {"dataset": "census_synthetic", "synthetic_rows": 2000, "batch_size": 128},
+        "model": {"hidden_units": [32, 16]},
+        "epochs": 2,
+        "verbose": 0,
+    },
+}
+# The preset a run starts from when none is named: its dataset's, else the defaults.
+DATASET_PRESETS: dict[str, str] = {}
+
+
 def preset(name: str, **overrides: Any) -> TrainConfig:
-    """Named starting points: ``census`` (the defaults) and ``test`` (tiny, for tests)."""
-    if name == "census":
-        config = TrainConfig()
-    elif name == "test":
-        config = TrainConfig(
-            data=DataConfig(dataset="census_synthetic", synthetic_rows=2000, batch_size=128),
-            model=ModelConfig(hidden_units=(32, 16)),
-            epochs=2,
-            verbose=0,
-        )
-    else:
-        raise ValueError(f"unknown config preset {name!r}; presets are ['census', 'test']")
+    """The named preset (`PRESETS`) as a config, then ``overrides`` (fields of TrainConfig)."""
+    if name not in PRESETS:
+        raise ValueError(f"preset: unknown value {name!r}; allowed values are {list(PRESETS)}")
+    merged = TrainConfig().to_dict()
+    for key, value in PRESETS[name].items():
+        if isinstance(value, dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    config = TrainConfig.from_dict(merged)
     return dataclasses.replace(config, **overrides) if overrides else config
+
+
+def dataset_preset(dataset: str) -> str:
+    """The preset a run on ``dataset`` starts from when none is named."""
+    return DATASET_PRESETS.get(dataset, "census")
