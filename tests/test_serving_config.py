@@ -1,6 +1,6 @@
-"""tf_serving/config.py and scripts/serve.py: config files round-trip, bad values are named."""
+"""tf_serving/config.py and the launch plans of scripts/serve.py (tf_serving/launch.py): config
+files round-trip, bad values are named."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,17 +10,10 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from tf_serving import config as cfg
+from tf_serving import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVE = os.path.join(ROOT, "scripts", "serve.py")
-
-
-def _load_serve_script():
-    spec = importlib.util.spec_from_file_location("serve_script", SERVE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 # ----------------------------------------------------------------------------------------
@@ -264,16 +257,15 @@ def test_docker_command_mounts_models_and_config():
 
 
 # ----------------------------------------------------------------------------------------
-# scripts/serve.py
+# scripts/serve.py's plans (tf_serving/launch.py)
 
 
 def test_serve_plan_real_docker_and_local(tmp_path):
-    serve = _load_serve_script()
     export = tmp_path / "export"
     export.mkdir()
     batching = cfg.BatchingParameters(max_batch_size=64, allowed_batch_sizes=(8, 64))
 
-    plan = serve.make_plan(
+    plan = launch.make_plan(
         model_base_path=str(export),
         config_dir=str(tmp_path / "real"),
         batching=batching,
@@ -291,7 +283,7 @@ def test_serve_plan_real_docker_and_local(tmp_path):
         batching
     )
 
-    plan = serve.make_plan(
+    plan = launch.make_plan(
         model_base_path=str(export), config_dir=str(tmp_path / "docker"), docker=True
     )
     assert plan.kind == "docker" and plan.command[0] == "docker"
@@ -301,17 +293,17 @@ def test_serve_plan_real_docker_and_local(tmp_path):
     assert "--enable_batching" not in plan.command
 
     # A given models.config is used by the real server as is, and rewritten for Docker.
-    plan = serve.make_plan(
+    plan = launch.make_plan(
         model_config_file=config_file, config_dir=str(tmp_path / "r2"), binary="tfs"
     )
     assert f"--model_config_file={config_file}" in plan.command
-    plan = serve.make_plan(
+    plan = launch.make_plan(
         model_config_file=config_file, config_dir=str(tmp_path / "d2"), docker=True
     )
     assert "--model_config_file=/models/_config/models.config" in plan.command
 
     for kwargs in ({}, {"binary": "tfs", "local": True}):
-        plan = serve.make_plan(model_base_path=str(export), port=9000, **kwargs)
+        plan = launch.make_plan(model_base_path=str(export), port=9000, **kwargs)
         assert plan.kind == "local"
         assert plan.local_kwargs == {
             "model_name": "census",
@@ -324,7 +316,7 @@ def test_serve_plan_real_docker_and_local(tmp_path):
             "monitoring": True,
             "allow_version_labels_for_unavailable_models": False,
         }
-    plan = serve.make_plan(
+    plan = launch.make_plan(
         model_base_path=str(export),
         monitoring=False,
         local=True,
@@ -336,10 +328,10 @@ def test_serve_plan_real_docker_and_local(tmp_path):
     assert plan.local_kwargs["model_config_file_poll_wait_seconds"] == 5
     assert "max_in_flight_requests" not in plan.local_kwargs  # unset: the server's default
     with pytest.raises(ValueError, match="--max_body_bytes: only the local server"):
-        serve.make_plan(
+        launch.make_plan(
             model_base_path=str(export), binary="tfs", local_limits={"max_body_bytes": 1}
         )
-    plan = serve.make_plan(
+    plan = launch.make_plan(
         model_base_path=str(export),
         binary="tfs",
         config_dir=str(tmp_path / "r3"),
@@ -350,11 +342,11 @@ def test_serve_plan_real_docker_and_local(tmp_path):
     assert "--allow_version_labels_for_unavailable_models=true" in plan.command
 
     with pytest.raises(ValueError, match="exactly one of --model_base_path"):
-        serve.make_plan(model_base_path=str(export), model_config_file=config_file)
+        launch.make_plan(model_base_path=str(export), model_config_file=config_file)
     with pytest.raises(ValueError, match="exclude each other"):
-        serve.make_plan(model_base_path=str(export), docker=True, local=True)
+        launch.make_plan(model_base_path=str(export), docker=True, local=True)
     with pytest.raises(cfg.ConfigError, match="model name 'a/b'"):
-        serve.make_plan(model_base_path=str(export), model_name="a/b", binary="tfs")
+        launch.make_plan(model_base_path=str(export), model_name="a/b", binary="tfs")
 
 
 def test_serve_script_dry_run_prints_the_docker_command(tmp_path):

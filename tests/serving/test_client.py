@@ -11,12 +11,10 @@ while the server is down or overloaded (503), and timeouts.
 import base64
 import csv
 import gzip
-import importlib.util
 import io
 import json
 import os
 import socket
-import sys
 import threading
 import time
 
@@ -26,6 +24,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import classification_pb2, predict_pb2, regression_pb2
 
 from tf_serving import client as cl
+from tf_serving import rows as rows_lib
 from tf_serving import tensors
 from tf_serving.client import GrpcClient, RestClient, ServingError
 from tf_serving.server import ModelServer
@@ -37,16 +36,6 @@ from .conftest import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL = "census"
-
-
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(
-        f"{name}_script", os.path.join(ROOT, "scripts", f"{name}.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _census_rows(n: int) -> list[dict]:
@@ -543,12 +532,11 @@ def test_timeouts_are_not_retried(served, protocol):
 
 
 # ----------------------------------------------------------------------------------------
-# scripts/predict.py
+# scripts/predict.py (tf_serving/rows.py)
 
 
 @pytest.mark.slow
 def test_predict_script_scores_json_and_csv(served, tmp_path, capsys):
-    predict = _load_script("predict")
     rows = _census_rows(4)
     expected = _direct(served, rows)["probabilities"].reshape(-1)
 
@@ -570,7 +558,7 @@ def test_predict_script_scores_json_and_csv(served, tmp_path, capsys):
     def run(**kwargs):
         out = io.StringIO()
         kwargs.setdefault("server", served.server.grpc_address)
-        code = predict.run(out=out, **kwargs)
+        code = rows_lib.run(out=out, **kwargs)
         return code, [float(v) for v in out.getvalue().split()]
 
     for kwargs in (
