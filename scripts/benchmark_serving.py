@@ -14,7 +14,9 @@ so the in-process call and the served ones run the same [1, 1] + [200, 1] inputs
 
 Reported (JSON with ``--output_json``, Markdown with ``--output_md``, printed too):
 
-1. In-process p50/p99 of ``tf.saved_model.load(path).signatures["rank"]`` after warm-up.
+1. In-process p50/p99 of ``tf.saved_model.load(path).signatures["rank"]`` after warm-up; then,
+   with the server up, in-process and 1-client gRPC calls in alternating blocks: the ratio
+   of their p50s is the gRPC figure (both measured under the same machine state).
 2. gRPC and REST p50/p99 and requests/s with 1, 4 and 16 concurrent clients (threads, each
    its own client), ``--seconds`` per point.
 3. A ``--soak_seconds`` 16-client gRPC soak: failed requests, the server's RSS sampled every
@@ -198,6 +200,46 @@ def bench_in_process(path: str, tensors: dict[str, np.ndarray], iters: int) -> d
         fn(**inputs)["scores"].numpy()
         latencies.append(time.perf_counter() - start)
     return {"iters": iters, **percentiles(latencies)}
+
+
+def bench_side_by_side(
+    path: str, server: ServerProcess, request: tuple, rounds: int, calls: int
+) -> dict[str, Any]:
+    """In-process and 1-client gRPC ``rank`` calls in alternating blocks of ``calls``.
+
+    Both paths see the same machine state (the server idle while the in-process calls run,
+    this process idle while the gRPC ones wait), so a drift in CPU speed or background
+    load during the run moves both: the ratio of their p50s is the figure, not a ratio of
+    two numbers measured minutes apart.
+    """
+    import tensorflow as tf
+
+    context, candidates, dtypes = request
+    fn = tf.saved_model.load(path).signatures["rank"]
+    inputs = {k: tf.constant(v) for k, v in rank_tensors(*request).items()}
+    client = make_client("grpc", server)
+
+    def grpc_call():
+        client.rank(context, candidates, dtypes=dtypes, repeat_context=False)
+
+    def in_process_call():
+        fn(**inputs)["scores"].numpy()
+
+    timed: dict[str, list[float]] = {"in_process": [], "grpc": []}
+    for call in (in_process_call, grpc_call):  # warm both
+        for _ in range(max(5, calls // 2)):
+            call()
+    for _ in range(rounds):
+        for name, call in (("in_process", in_process_call), ("grpc", grpc_call)):
+            for _ in range(calls):
+                start = time.perf_counter()
+                call()
+                timed[name].append(time.perf_counter() - start)
+    client.close()
+    out = {name: {"iters": len(v), **percentiles(v)} for name, v in timed.items()}
+    out["ratio_p50"] = out["grpc"]["p50_ms"] / out["in_process"]["p50_ms"]
+    out["rounds"], out["calls_per_block"] = rounds, calls
+    return out
 
 
 def rank_input_dtypes(path: str) -> dict[str, Any]:
@@ -792,12 +834,15 @@ def to_markdown(report: dict[str, Any]) -> str:
     )
     t = report["targets"]
     r, rl = s["rss"], s["reload"]
+    sb = report["side_by_side"]
     met = lambda ok: "met" if ok else "NOT met"  # noqa: E731
     lines += [
         "",
         "| figure | value | target | |",
         "|---|---|---|---|",
-        f"| gRPC 1-client p50 / in-process p50 | {t['grpc_vs_in_process_p50']:.2f}× "
+        f"| gRPC 1-client p50 / in-process p50 (side by side: {sb['grpc']['p50_ms']:.2f} / "
+        f"{sb['in_process']['p50_ms']:.2f} ms, {sb['rounds']} alternating blocks of "
+        f"{sb['calls_per_block']}) | {t['grpc_vs_in_process_p50']:.2f}× "
         f"| ≤ {RATIO_TARGET}× | {met(t['ratio_met'])} |",
         f"| failed requests (all points + soak) | {t['failed_total']} | 0 "
         f"| {met(t['failed_total'] == 0)} |",
@@ -886,6 +931,12 @@ def run_benchmark(work_dir: str) -> dict[str, Any]:
     server = ServerProcess(base, os.path.join(work_dir, "server.log"), max_body_bytes=limit)
     try:
         startup = server.wait_for_version(1, FLAGS.startup_timeout)
+        side = bench_side_by_side(src, server, request, 4 if quick else 20, 10 if quick else 30)
+        print(
+            f"side by side: in-process p50 {side['in_process']['p50_ms']:.2f} ms, gRPC "
+            f"p50 {side['grpc']['p50_ms']:.2f} ms, ratio {side['ratio_p50']:.2f}",
+            flush=True,
+        )
         points = []
         for protocol in ("grpc", "rest"):
             for clients in concurrency:
@@ -919,7 +970,7 @@ def run_benchmark(work_dir: str) -> dict[str, Any]:
         server.stop()
 
     grpc_1 = next((p for p in points if p["protocol"] == "grpc" and p["clients"] == 1), None)
-    ratio = grpc_1["p50_ms"] / in_process["p50_ms"] if grpc_1 else float("nan")
+    ratio = side["ratio_p50"]
     profile = profile_grpc(src, request, profile_iters, grpc_1["p50_ms"] if grpc_1 else 0.0)
     limits_ok = (
         limits.get("chunk_size_minus_1", {}).get("status") == 400
@@ -938,6 +989,7 @@ def run_benchmark(work_dir: str) -> dict[str, Any]:
         "candidates": FLAGS.candidates,
         "server_startup_s": startup,
         "in_process": in_process,
+        "side_by_side": side,
         "points": points,
         "soak": soak,
         "keepalive": keepalive,

@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "benchmark_serving.py")
 
@@ -38,7 +40,7 @@ def test_quick_serving_benchmark(tmp_path, census_export):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out_json.read_text())
-    assert "| gRPC 1-client p50 / in-process p50 |" in proc.stdout  # the table is printed
+    assert "| gRPC 1-client p50 / in-process p50 (side by side" in proc.stdout  # the table
     assert out_md.read_text().startswith("Model: census")
 
     assert report["quick"] and report["hidden_units"] is None  # the given model, not trained
@@ -89,4 +91,9 @@ def test_quick_serving_benchmark(tmp_path, census_export):
     assert targets["failed_total"] == 0 and targets["reload_ok"]
     assert targets["keepalive_failed"] == 0 and targets["limits_ok"]
     assert _positive(targets["grpc_vs_in_process_p50"])
+    side = report["side_by_side"]  # alternating blocks: as many calls on each path
+    assert side["in_process"]["iters"] == side["grpc"]["iters"] == 4 * 10
+    assert targets["grpc_vs_in_process_p50"] == pytest.approx(
+        side["grpc"]["p50_ms"] / side["in_process"]["p50_ms"]
+    )
     assert isinstance(targets["ratio_met"], bool) and isinstance(targets["memory_grew"], bool)
