@@ -93,6 +93,42 @@ def read_meta_graph(path: str, tag: str = "serve") -> meta_graph_pb2.MetaGraphDe
     )
 
 
+class FlatCall:
+    """Calls a loaded signature on its flat inputs when they already match its specs.
+
+    ``fn(**tensors)`` on a loaded signature binds the keyword arguments to its structured
+    input signature and checks and casts every tensor against its TensorSpec in Python:
+    0.6 ms of a 4.8 ms ``rank`` call with 13 inputs (alternating blocks of 25 calls on this
+    2-core machine, BENCHMARKS.md). The server has already checked names, dtypes and shapes
+    (`tf_serving.server.inference`), so when every tensor's dtype and shape fit their spec
+    it calls the concrete function's flat entry point with the inputs in its own order (the
+    sorted keyword names: how a signature flattens its keyword arguments, checked against
+    the function's input tensor names here). Anything else - another TensorFlow whose
+    functions lack the entry point, an input that would need a cast - takes the structured
+    call, which raises TensorFlow's own error.
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+        args, kwargs = fn.structured_input_signature
+        names = sorted(kwargs)
+        graph_names = [t.name.split(":")[0] for t in fn.inputs[: len(names)]]
+        flat_ok = not args and graph_names == names and hasattr(fn, "_call_flat")
+        self._specs = [(name, kwargs[name]) for name in names] if flat_ok else None
+
+    def __call__(self, **tensors):
+        specs = self._specs
+        if specs is None or len(tensors) != len(specs):
+            return self.fn(**tensors)
+        flat = []
+        for name, spec in specs:
+            t = tensors.get(name)
+            if t is None or t.dtype != spec.dtype or not spec.shape.is_compatible_with(t.shape):
+                return self.fn(**tensors)
+            flat.append(t)
+        return self.fn._call_flat(flat, self.fn.captured_inputs)
+
+
 @dataclasses.dataclass
 class Signature:
     """One callable signature of a loaded version."""
@@ -111,7 +147,7 @@ class Signature:
             if not info.tensor_shape.unknown_rank:
                 shape = tuple(int(d.size) for d in info.tensor_shape.dim)
             inputs[alias] = (int(info.dtype), shape)
-        return cls(name, sigdef, fn, inputs, tuple(sorted(sigdef.outputs)))
+        return cls(name, sigdef, FlatCall(fn), inputs, tuple(sorted(sigdef.outputs)))
 
 
 class Servable:
