@@ -80,12 +80,7 @@ def test_flag_reaches_the_config():
     fv = flags.FlagValues()
     cli.define_train_flags(fv)
     fv(["train", "--negative_sampling_rate=0.1"])
-    saved = cli.FLAGS
-    cli.FLAGS = fv
-    try:
-        config = cli.config_from_flags()
-    finally:
-        cli.FLAGS = saved
+    config = cli.config_from_flags(fv)
     assert config.model.negative_sampling_rate == 0.1
     restored = config_lib.TrainConfig.from_dict(json.loads(config.to_json()))
     assert restored.model.negative_sampling_rate == 0.1

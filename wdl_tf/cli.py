@@ -74,9 +74,11 @@ def _flag_value(field, fv: flags.FlagValues):
     return value
 
 
-def config_from_flags(fv: flags.FlagValues = FLAGS) -> config_lib.TrainConfig:
-    """One validated TrainConfig from the parsed flags: the preset (``--preset``, else the
-    dataset's), then every flag given on the command line (or in a flagfile)."""
+def config_from_flags(fv: flags.FlagValues | None = None) -> config_lib.TrainConfig:
+    """One validated TrainConfig from the parsed flags (``fv``, default the global FLAGS):
+    the preset (``--preset``, else the dataset's), then every flag given on the command line
+    (or in a flagfile)."""
+    fv = FLAGS if fv is None else fv
     base = config_lib.preset(fv["preset"].value or config_lib.dataset_preset(fv["dataset"].value))
     values: dict = {}
     for section, cls in _SECTIONS:
