@@ -63,7 +63,7 @@ def _define(fv: flags.FlagValues, field) -> None:
 
 
 def _flag_value(field, fv: flags.FlagValues):
-    value = fv[field.metadata["flag"] or field.name].value
+    value = fv[config_lib.flag_name(field)].value
     if str(field.type) == "tuple[int, ...]":
         try:
             return tuple(int(v) for v in value)
@@ -86,9 +86,7 @@ def config_from_flags(fv: flags.FlagValues | None = None) -> config_lib.TrainCon
         kwargs = {
             f.name: _flag_value(f, fv)
             for f in dataclasses.fields(cls)
-            if f.metadata.get("flag") is not None
-            and "help" in f.metadata
-            and fv[f.metadata["flag"] or f.name].present
+            if config_lib.flag_name(f) is not None and fv[config_lib.flag_name(f)].present
         }
         if section is None:
             values.update(kwargs)

@@ -41,8 +41,16 @@ def setting(default: Any, help: str = "", *, choices: tuple[str, ...] = (), flag
     )
 
 
+def flag_name(field: dataclasses.Field) -> str | None:
+    """The training flag that sets ``field``: its own name, another field's flag, or None."""
+    flag = field.metadata.get("flag")
+    return None if flag is None else (flag or field.name)
+
+
 def flag_fields(cls: type) -> list[dataclasses.Field]:
-    """The fields of a config dataclass that are flags of their own (in definition order)."""
+    """The fields of a config dataclass that are flags of their own (in definition order);
+    a field set by another field's flag (ModelConfig.seed) is not one, even when the names
+    match."""
     return [f for f in dataclasses.fields(cls) if f.metadata.get("flag") == ""]
 
 
