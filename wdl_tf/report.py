@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
-from wdl_tf import atomic, evaluate_lib, importance, metrics, plots
+from wdl_tf import atomic, evaluate_lib, importance, metrics, plots, run_dir
 from wdl_tf.config import MODEL_TYPES
 
 
@@ -58,11 +58,11 @@ def expand_model_dirs(model_dirs: list[str]) -> list[str]:
     """
     out = []
     for path in model_dirs:
-        if os.path.isfile(os.path.join(path, "config.json")):
+        if run_dir.is_run(path):
             out.append(path)
             continue
-        runs = [os.path.join(path, t) for t in MODEL_TYPES if os.path.isdir(os.path.join(path, t))]
-        runs = [r for r in runs if os.path.isfile(os.path.join(r, "config.json"))]
+        runs = [os.path.join(path, t) for t in MODEL_TYPES]
+        runs = [r for r in runs if run_dir.is_run(r)]
         if not runs:
             raise ValueError(
                 f"model_dir: {path!r} is neither a model dir (no config.json) nor a comparison "
