@@ -5,6 +5,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from wdl_tf.benchmarks.train_settings import IMPLEMENTATIONS, QUICK, resolve_settings
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "benchmark_train.py")
 
@@ -90,3 +94,27 @@ def test_quick_benchmark_reports_every_section(tmp_path):
 
     for title in ("## 2. End-to-end", "## 3. Input pipeline", "## 4. Roofline", "## 5. Peak"):
         assert title in markdown
+
+
+def test_quick_sizes_replace_only_the_flags_not_given():
+    values = dict(
+        QUICK,
+        data_dir="/tmp/d",
+        quick=True,
+        device_name=None,
+        implementations=list(IMPLEMENTATIONS),
+        tf_keras_optimizers="legacy",
+        optimizer_ids=1024,
+        config_timeout=420,
+    )
+    values.update(rows=200_000, batch_size=512)  # as their flags' values would be
+    settings = resolve_settings(values, given={"batch_size"})
+    assert (settings.rows, settings.batch_size) == (4096, 512)  # rows not given: QUICK's
+    assert settings.hash_buckets == (1000, 10000) and settings.hidden_units == (64, 32, 16)
+    assert settings.train_batches == 4096 // 512 and settings.isolate is False
+    with pytest.raises(ValueError, match="--hash_buckets: expected comma-separated integers"):
+        resolve_settings({**values, "hash_buckets": ["x"]}, given={"hash_buckets"})
+    with pytest.raises(ValueError, match="--implementations: unknown"):
+        resolve_settings({**values, "implementations": ["torch"]}, given=set())
+    with pytest.raises(ValueError, match="--warmup_steps must be >= 2"):
+        resolve_settings({**values, "warmup_steps": 1}, given={"warmup_steps"})
