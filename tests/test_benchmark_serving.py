@@ -9,7 +9,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+from wdl_tf.benchmarks.serving_request import rank_tensors
+from wdl_tf.benchmarks.stats import percentiles
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "benchmark_serving.py")
@@ -97,3 +101,20 @@ def test_quick_serving_benchmark(tmp_path, census_export):
         side["grpc"]["p50_ms"] / side["in_process"]["p50_ms"]
     )
     assert isinstance(targets["ratio_met"], bool) and isinstance(targets["memory_grew"], bool)
+
+
+def test_percentiles_in_ms_and_zeros_without_calls():
+    assert percentiles([]) == {"p50_ms": 0.0, "p99_ms": 0.0, "mean_ms": 0.0}
+    summary = percentiles([0.001, 0.002, 0.003])
+    assert summary["p50_ms"] == pytest.approx(2.0) and summary["mean_ms"] == pytest.approx(2.0)
+    assert 2.0 < summary["p99_ms"] <= 3.0
+
+
+def test_rank_request_is_one_context_row_and_a_column_of_candidates():
+    tensors = rank_tensors(
+        {"age": [39.0]},
+        {"education": ["Bachelors", "HS-grad"]},
+        {"age": np.float32, "education": object},
+    )
+    assert tensors["age"].shape == (1, 1) and tensors["age"].dtype == np.float32
+    assert tensors["education"].tolist() == [[b"Bachelors"], [b"HS-grad"]]
