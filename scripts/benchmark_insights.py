@@ -18,25 +18,23 @@ known, then runs `wdl_tf.importance` on its evaluation rows and holds the answer
   first and second, and give ``language`` no AUC drop beyond its noise.
 
 Writes ``<work_dir>/insights.json``; exit status 1 when a check fails. ``--quick`` trains a
-tiny model for one epoch (a smoke check of the script, not the figure).
+tiny model for one epoch (a smoke check of the script, not the figure). The work is
+`wdl_tf.benchmarks.insights`; this is its flag wiring.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
 import sys
 
 from absl import app, flags, logging
 
-from wdl_tf import config as config_lib
+from wdl_tf.benchmarks import insights
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    """Defined by the main only, so tests can import this module beside other scripts."""
+    """Defined by the main only: importing this file defines no flags."""
     flags.DEFINE_string("work_dir", "/tmp/wdl_insights", "Where the run and the JSON go.")
     flags.DEFINE_integer("rows", 100_000, "Training rows of the app store.")
     flags.DEFINE_integer("epochs", 5, "Epochs.")
@@ -45,86 +43,12 @@ def define_flags() -> None:
     flags.DEFINE_bool("quick", False, "Tiny and one epoch: a smoke check only.")
 
 
-STRONG = ("rating", "price")  # in this order
-UNUSED = "language"
-
-
-def train_config(work_dir: str, rows: int, epochs: int, seed: int) -> config_lib.TrainConfig:
-    """The app store with the settings of BENCHMARKS.md's app-store table (hidden (64, 32))."""
-    base = config_lib.TrainConfig(seed=seed, verbose=0, epochs=epochs, export_base="")
-    return dataclasses.replace(
-        base,
-        model_dir=os.path.join(work_dir, "apps_wide_deep"),
-        data=dataclasses.replace(base.data, dataset="apps_synthetic", synthetic_rows=rows),
-        model=dataclasses.replace(base.model, hidden_units=(64, 32)),
-    )
-
-
-def planted_share(tokens: list[str], planted: set[str]) -> float:
-    return sum(t in planted for t in tokens) / len(tokens) if tokens else 0.0
-
-
-def check(result: dict, planted: set[str], seen_pairs: set[str], cross: str, top: int) -> dict:
-    """The figure's numbers and whether each check holds (see the module doc)."""
-    tokens = [e["token"] for e in result["top_tokens"][cross]["top_positive"][:top]]
-    ranking = result["ranking"]["joint"]
-    language = result["features"][UNUSED]["joint"]
-    return {
-        "top_cross_tokens": tokens,
-        "planted_share_of_top": planted_share(tokens, planted),
-        "planted_share_of_seen_pairs": planted_share(sorted(seen_pairs), planted),
-        "ranking": ranking,
-        "language_drop": language["mean"],
-        "language_drop_std": language["std"],
-        "checks": {
-            "top_tokens_mostly_planted": planted_share(tokens, planted) >= 0.5,
-            "strong_features_first": tuple(ranking[: len(STRONG)]) == STRONG,
-            "unused_feature_no_drop": language["mean"] <= max(2 * language["std"], 0.002),
-        },
-    }
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from wdl_tf import evaluate_lib, importance, samples, train_lib
-    from wdl_tf import features as fs
-    from wdl_tf.datasets import apps
-
-    rows, epochs = (4000, 1) if FLAGS.quick else (FLAGS.rows, FLAGS.epochs)
-    config = train_config(FLAGS.work_dir, rows, epochs, FLAGS.seed)
-    result = train_lib.train_and_evaluate(config)
-    print(f"trained: test AUC {result.metrics['auc']:.4f}", flush=True)
-    found = importance.importance(
-        model_dir=config.model_dir, options=importance.ImportanceOptions(repeats=3)
+    figure = insights.measure(
+        FLAGS.work_dir, FLAGS.rows, FLAGS.epochs, FLAGS.seed, FLAGS.top, FLAGS.quick
     )
-    spec = fs.load(os.path.join(config.model_dir, "feature_spec.json"))
-    (cross,) = [c for c in found["top_tokens"] if "_X_" in c]
-    world = apps.planted_model(FLAGS.seed)
-    planted = {f"{apps.app_token(a)} × {apps.app_token(b)}" for a, b in world.pairs}
-    eval_files = evaluate_lib.default_eval_data(config).files  # what importance scored
-    sample = samples.read_rows(spec, eval_files, max_rows=20_000)
-    seen = {
-        f"{i} × {m}"
-        for installed, m in zip(sample.columns["installed_apps"], sample.columns["impression_app"])
-        for i in installed
-    }
-    figure = check(found, planted, seen, cross, FLAGS.top)
-    figure.update(rows=rows, epochs=epochs, seed=FLAGS.seed, test_auc=result.metrics["auc"])
-    os.makedirs(FLAGS.work_dir, exist_ok=True)
-    with open(os.path.join(FLAGS.work_dir, "insights.json"), "w") as f:
-        json.dump(figure, f, indent=2)
-    print(
-        f"top {len(figure['top_cross_tokens'])} tokens of {cross}: "
-        f"{figure['planted_share_of_top']:.0%} planted (of all pairs seen in the eval rows: "
-        f"{figure['planted_share_of_seen_pairs']:.1%})"
-    )
-    print(f"permutation ranking (joint): {', '.join(figure['ranking'])}")
-    print(
-        f"{UNUSED} (unused by the planted model): drop {figure['language_drop']:+.4f} "
-        f"± {figure['language_drop_std']:.4f}"
-    )
-    print(json.dumps(figure["checks"]))
     if not all(figure["checks"].values()) and not FLAGS.quick:
         sys.exit(1)
 

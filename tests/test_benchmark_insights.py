@@ -1,14 +1,6 @@
-"""scripts/benchmark_insights.py: its checks on a hand-made importance result."""
+"""wdl_tf.benchmarks.insights: its checks on a hand-made importance result."""
 
-import importlib.util
-import os
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location(
-    "benchmark_insights", os.path.join(ROOT, "scripts", "benchmark_insights.py")
-)
-bi = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bi)
+from wdl_tf.benchmarks import insights as bi
 
 CROSS = "installed_apps_X_impression_app"
 

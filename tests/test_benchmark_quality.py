@@ -1,16 +1,11 @@
-"""scripts/benchmark_quality.py: the ordering check on hand-made numbers, and its configs."""
+"""wdl_tf.benchmarks.quality: the ordering check on hand-made numbers, and its configs."""
 
-import importlib.util
 import os
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location(
-    "benchmark_quality", os.path.join(ROOT, "scripts", "benchmark_quality.py")
-)
-bq = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bq)
+from wdl_tf import config as config_lib
+from wdl_tf.benchmarks import quality as bq
 
 
 def _run(dataset, wide, deep, joint):
@@ -31,7 +26,7 @@ def test_joint_at_least_the_better_part_everywhere():
 
 def test_configs_are_train_py_defaults_and_unknown_datasets_are_named():
     config = bq.config_for("drifting_synthetic", 1, "/tmp/q", quick=False)
-    defaults = bq.config_lib.preset(bq.config_lib.dataset_preset("drifting_synthetic"))
+    defaults = config_lib.preset(config_lib.dataset_preset("drifting_synthetic"))
     assert (config.seed, config.data.dataset) == (1, "drifting_synthetic")
     assert config.model == defaults.model and config.epochs == defaults.epochs
     assert config.data.validation_fraction == defaults.data.validation_fraction > 0
