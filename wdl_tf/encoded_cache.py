@@ -1,0 +1,200 @@
+"""The encoded cache: training rows parsed and preprocessed once, read back on later epochs.
+
+A run from CSV spends most of its input time parsing text and looking ids up, and it does
+that again on every epoch although neither the files nor the preprocessing state change
+during a run. The first epoch writes the encoded rows (ids and normalized numerics, the
+model's inputs, with the label) through tf.data's own ``snapshot``; the following epochs
+read them back and only shuffle and batch.
+
+How the cached pipeline keeps training the same as the uncached one:
+
+- The rows are written in file order (no shuffle before the cache), so the snapshot's
+  content depends only on the files, the split and the preprocessing state, never on an
+  epoch's seed; each epoch then shuffles the encoded rows with the same buffer and seed as
+  the uncached pipeline shuffles raw rows, and batches them. The first epoch goes through
+  the same shuffle-and-batch after the write, so every epoch sees rows the same way.
+- The snapshot is written in ``SHARDS`` shards, row ``i`` in shard ``i % SHARDS``, and read
+  back with the shards in an order shuffled by the epoch's seed and interleaved row by row:
+  with many files (one per day, say), a later epoch does not replay the files in their
+  fixed order before the shuffle buffer.
+- The key (a directory name) is a hash of the data files (path, size, modification time),
+  the feature spec, the preprocessing state and every read option that selects rows or
+  shapes them; any change writes a new cache and removes the old ones, so a stale cache is
+  never read. A first epoch that does not finish leaves an unfinalized snapshot, which
+  tf.data ignores and writes again.
+- Rows that `--skip_bad_rows` drops are counted while the cache is written, not again when
+  it is read.
+
+Not cached: evaluation and validation data (read once per evaluation), and runs across
+several workers (each worker would cache its own shard; off there for now).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+
+import tensorflow as tf
+
+from wdl_tf import features as fs
+from wdl_tf import input_pipeline
+
+log = logging.getLogger(__name__)
+
+DIRNAME = "encoded_cache"
+SHARDS = 8
+# Rows per element written to the cache (parsing and preprocessing run on batches this big).
+WRITE_BATCH = 1024
+_KEY_VERSION = 1  # bump when the cached elements' layout changes
+
+
+def _file_identity(path: str) -> list:
+    stat = tf.io.gfile.stat(path)
+    return [os.path.abspath(path), int(stat.length), int(stat.mtime_nsec)]
+
+
+def cache_key(files: list[str], spec: fs.FeatureSpec, state, read_options) -> str:
+    """A hex digest of everything the cached rows depend on.
+
+    ``read_options`` is an `input_pipeline.ReadOptions`; the fields that only order or
+    batch rows (shuffle, seed, batch_size, deterministic) are left out, since the cache
+    holds rows in file order and each epoch shuffles and batches them itself.
+    """
+    options = dataclasses.asdict(read_options)
+    for name in ("shuffle", "shuffle_buffer", "seed", "batch_size", "deterministic"):
+        options.pop(name, None)
+    payload = {
+        "version": _KEY_VERSION,
+        "files": [_file_identity(f) for f in files],
+        "spec": spec.to_json(),
+        "state": {
+            "rows_seen": state.rows_seen,
+            "features": {k: dataclasses.asdict(v) for k, v in sorted(state.features.items())},
+        },
+        "read": options,
+    }
+    text = json.dumps(payload, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedCache:
+    """Where one run's encoded rows live: ``<directory>/<key>``."""
+
+    directory: str
+    key: str
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.directory, self.key)
+
+    def remove_stale(self) -> list[str]:
+        """Removes caches under ``directory`` with another key; returns their paths."""
+        removed = []
+        if not tf.io.gfile.isdir(self.directory):
+            return removed
+        for name in tf.io.gfile.listdir(self.directory):
+            name = name.rstrip("/")
+            if name != self.key:
+                stale = os.path.join(self.directory, name)
+                shutil.rmtree(stale, ignore_errors=True)
+                removed.append(stale)
+        return removed
+
+    def disk_bytes(self) -> int:
+        """Bytes the cache takes on disk (0 before anything was written)."""
+        total = 0
+        for root, _, names in os.walk(self.path):
+            for name in names:
+                try:
+                    total += os.path.getsize(os.path.join(root, name))
+                except OSError:  # a shard being replaced
+                    pass
+        return total
+
+    def is_complete(self) -> bool:
+        """Whether a finalized snapshot exists (what later epochs read)."""
+        for root, _, names in os.walk(self.path):
+            if "snapshot.metadata" in names and any(
+                os.path.isdir(os.path.join(root, d)) for d in os.listdir(root)
+            ):
+                return True
+        return False
+
+
+def for_run(model_dir: str, files, spec, state, read_options) -> EncodedCache:
+    """The cache of this run's training rows under ``model_dir``; removes stale ones."""
+    cache = EncodedCache(
+        os.path.join(model_dir, DIRNAME), cache_key(files, spec, state, read_options)
+    )
+    for stale in cache.remove_stale():
+        log.info("encoded cache: removed %s (data or preprocessing changed)", stale)
+    return cache
+
+
+def _cached_rows(encoded: tf.data.Dataset, cache: EncodedCache, seed: int) -> tf.data.Dataset:
+    """Encoded batches in file order → the same rows, one per element, through the cache.
+
+    ``encoded`` yields (inputs dict of [B, ...] tensors, label [B, 1]) in file order; the
+    result yields (inputs dict of [...] tensors, label [1]) rows: written to the snapshot
+    on the first full pass, read from it on the following ones (shards in an order
+    shuffled with ``seed``).
+    """
+
+    def shard(index, element):
+        return index % SHARDS
+
+    def read(shards: tf.data.Dataset) -> tf.data.Dataset:
+        shards = shards.shuffle(SHARDS, seed=seed, reshuffle_each_iteration=True)
+        return shards.interleave(lambda d: d, cycle_length=SHARDS, block_length=1)
+
+    ds = encoded.enumerate().snapshot(cache.path, shard_func=shard, reader_func=read)
+    return ds.map(lambda index, element: element).unbatch()
+
+
+def _strip_padding(padded: frozenset[str]):
+    """A row's multivalent ids without the pads of the batch it was written in.
+
+    A multivalent input is [L] per row, padded with id 0 to the longest list of its
+    *write* batch; without its pads, `padded_batch` pads it to the longest list of its
+    training batch again, as the uncached pipeline does. Real ids are never 0.
+    """
+
+    def strip(inputs, label):
+        out = dict(inputs)
+        for name in padded:
+            ids = inputs[name]
+            out[name] = tf.boolean_mask(ids, tf.not_equal(ids, 0))
+        return out, label
+
+    return strip
+
+
+def training_dataset(
+    spec: fs.FeatureSpec,
+    files: list[str],
+    opts: input_pipeline.ReadOptions,
+    preprocessor,
+    cache: EncodedCache,
+    counter: input_pipeline.BadRowCounter | None = None,
+) -> tf.data.Dataset:
+    """Batches of (encoded inputs, label), like `input_pipeline.make_dataset`, through the
+    cache: rows read in file order, encoded, cached, then shuffled (when ``opts.shuffle``)
+    with ``opts.shuffle_buffer`` and ``opts.seed`` and batched by ``opts.batch_size``. One
+    pass per iteration; the caller repeats or skips batches as it would without a cache."""
+    write = dataclasses.replace(opts, shuffle=False, batch_size=WRITE_BATCH)
+    autotune = input_pipeline.AUTOTUNE
+    encoded = input_pipeline.read_raw(spec, files, write, counter).map(
+        lambda raw, y: (preprocessor(raw), y), num_parallel_calls=autotune, deterministic=True
+    )
+    rows = _cached_rows(encoded, cache, opts.seed)
+    padded = frozenset(f.name for f in preprocessor.encoded_features if f.kind == "multi_ids")
+    if padded:
+        rows = rows.map(_strip_padding(padded), num_parallel_calls=autotune, deterministic=True)
+    if opts.shuffle:
+        rows = rows.shuffle(opts.shuffle_buffer, seed=opts.seed, reshuffle_each_iteration=True)
+    return rows.padded_batch(opts.batch_size).prefetch(autotune)
