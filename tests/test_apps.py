@@ -3,6 +3,7 @@ builder, and a small end-to-end Wide & Deep run on the ``apps`` preset with its 
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import socket
@@ -11,9 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from wdl_tf import datasets, train_lib
 from wdl_tf import features as fs
 from wdl_tf import input_pipeline as ip
-from wdl_tf import train_lib
 from wdl_tf.config import DataConfig, ExportOptions, ModelConfig, TrainConfig
 from wdl_tf.datasets import apps, apps_tfds
 
@@ -290,3 +291,38 @@ def test_tiny_training_learns_and_serves_lists(tmp_path):
     inputs["installed_apps"] = tf.constant([[""]])
     p_empty = loaded.signatures["serving_default"](**inputs)["probabilities"].numpy()[0, 0]
     assert abs(p_empty - p_raw) > 1e-4
+
+
+def test_apps_synthetic_dataset_is_prepared_by_the_builder(tmp_path, no_network):
+    """--dataset=apps_synthetic: the resolver prepares wdl_apps into --tfds_data_dir and the
+    pipeline reads its shards: the rows (and labels) of the CSV of the same seed."""
+    data_dir = str(tmp_path / "tfds")
+    data = DataConfig(dataset="apps_synthetic", synthetic_rows=120, tfds_data_dir=data_dir)
+    source = datasets.resolve(data, str(tmp_path / "work"), seed=0)
+    builder = apps_tfds.Apps(config=apps_tfds.config_for(120), data_dir=data_dir)
+    assert builder.is_prepared()
+    train = source.train_files()
+    assert [os.path.dirname(p) for p in train] == [os.fspath(builder.data_dir)]
+    spec = fs.load(source.feature_spec)
+    opts = ip.ReadOptions(batch_size=1000)
+    ((raw, labels),) = ip.read_raw(spec, train, opts)
+    ((csv_raw, csv_labels),) = ip.read_raw(
+        spec, apps.write_apps(str(tmp_path / "csv"), 120, seed=0), opts
+    )
+    np.testing.assert_array_equal(labels.numpy(), csv_labels.numpy())
+    np.testing.assert_array_equal(raw["impression_app"], csv_raw["impression_app"])
+    assert len(list(ip.read_raw(spec, source.eval_files(), opts).unbatch())) == 30
+
+
+def test_concurrent_prepares_share_one_build(tmp_path, no_network):
+    """Two preparers at once (threads here; the lock is a file lock, so processes too):
+    one builds, the other waits and reuses the build; neither fails on TFDS's final rename."""
+    data_dir = str(tmp_path / "tfds")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: apps_tfds.prepared_files(data_dir, 40), range(2)))
+    assert results[0] == results[1]
+    assert [os.path.basename(p) for p in results[0]["train"]] == [
+        "wdl_apps-train.tfrecord-00000-of-00001"
+    ]
+    parent = os.path.dirname(os.path.dirname(results[0]["train"][0]))
+    assert not [n for n in os.listdir(parent) if n.startswith("incomplete")]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from wdl_tf import config as config_lib
+from wdl_tf import datasets, input_pipeline, train_lib
+from wdl_tf import features as fs
 from wdl_tf.datasets import census_tfds
 
 TRAIN_ROWS = 32561
@@ -78,3 +82,79 @@ def test_second_build_reuses_cache(data_dir: str) -> None:
     assert sorted(p for p in os.listdir(builder.data_dir) if "tfrecord" in p) == files
     assert [os.path.getmtime(os.path.join(builder.data_dir, p)) for p in files] == mtimes
     assert len(_labels(ds)) == TEST_ROWS
+
+
+# --dataset=census goes through the builder: the resolver prepares it and the pipeline reads
+# its TFRecord shards, the same rows and values as the package's CSV files.
+
+
+def _census_source(data_dir: str, tmp_path) -> datasets.DataSource:
+    data = config_lib.DataConfig(dataset="census", tfds_data_dir=data_dir)
+    return datasets.resolve(data, str(tmp_path))
+
+
+def _read(files: list[str], spec) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    columns, labels = {}, []
+    for raw, y in input_pipeline.read_raw(spec, files, input_pipeline.ReadOptions(batch_size=8192)):
+        for name, value in raw.items():
+            columns.setdefault(name, []).append(value.numpy().reshape(-1))
+        labels.append(y.numpy().reshape(-1))
+    return {k: np.concatenate(v) for k, v in columns.items()}, np.concatenate(labels)
+
+
+def test_census_dataset_reads_the_prepared_builder(data_dir: str, tmp_path) -> None:
+    source = _census_source(data_dir, tmp_path)
+    prepared = census_tfds.Census(data_dir=data_dir).data_dir
+    train, test = source.train_files(), source.eval_files()
+    assert source.feature_spec == "census"
+    assert all(os.path.dirname(p) == os.fspath(prepared) for p in train + test)
+    assert all(input_pipeline.is_tfrecord(p) for p in train + test)
+    spec = fs.load(source.feature_spec)
+    assert len(_read(train, spec)[1]) == TRAIN_ROWS
+    _, labels = _read(test, spec)
+    assert len(labels) == TEST_ROWS  # evaluation uses every test row
+    assert int(labels.sum()) == TEST_POSITIVES
+
+
+def test_census_records_hold_the_csv_rows(data_dir: str, tmp_path) -> None:
+    """The same rows in the same order with the same values (a missing "?" category is ""
+    either way) and labels, so training on the builder is training on the CSV."""
+    spec = fs.preset("census")
+    records, record_labels = _read(_census_source(data_dir, tmp_path).eval_files(), spec)
+    csv, csv_labels = _read([datasets.CENSUS_TEST], spec)
+    np.testing.assert_array_equal(record_labels, csv_labels)
+    assert set(records) == set(csv)
+    for name in csv:
+        np.testing.assert_array_equal(records[name], csv[name], err_msg=name)
+
+
+def test_overrides_prepare_nothing(tmp_path) -> None:
+    data = config_lib.DataConfig(
+        dataset="census",
+        train_files=datasets.CENSUS_TRAIN,
+        eval_files=datasets.CENSUS_TEST,
+        tfds_data_dir=str(tmp_path / "tfds"),
+    )
+    source = datasets.resolve(data, str(tmp_path))
+    assert source.train_files() == [datasets.CENSUS_TRAIN]
+    assert source.eval_files() == [datasets.CENSUS_TEST]
+    assert not os.path.exists(tmp_path / "tfds")
+
+
+def test_training_on_census_reads_the_builder_and_evaluates_every_test_row(
+    data_dir: str, tmp_path
+) -> None:
+    """A tiny run with --dataset=census reads the builder prepared in --tfds_data_dir (no
+    second build), and its final metrics are over all 16,281 test rows."""
+    tfds_dir = data_dir
+    builder_dir = census_tfds.Census(data_dir=tfds_dir).data_dir
+    before = sorted(os.listdir(builder_dir))
+    config = config_lib.preset(
+        "test", model_dir=str(tmp_path / "model"), export_base="", epochs=1, steps_per_epoch=2
+    )
+    data = dataclasses.replace(config.data, dataset="census", tfds_data_dir=tfds_dir)
+    config = dataclasses.replace(config, data=data, early_stopping_patience=0)
+    result = train_lib.train_and_evaluate(config)
+    assert sorted(os.listdir(builder_dir)) == before
+    assert result.metrics["examples"] == TEST_ROWS
+    assert result.metrics["eval_split"] == "eval_files"

@@ -183,7 +183,8 @@ class DataConfig:
     """Which data to read and how.
 
     Attributes:
-      dataset: ``census`` (embedded UCI Adult), ``census_synthetic`` (generated twin),
+      dataset: ``census`` (embedded UCI Adult, through its TFDS builder),
+        ``census_synthetic`` (generated twin),
         ``criteo`` (the user's Criteo TSV files), ``criteo_synthetic`` (generated), or
         ``files`` (``train_files``/``eval_files`` and ``feature_spec`` given by the user).
       feature_spec: a preset name or a JSON file; empty = the dataset's preset.
@@ -207,6 +208,9 @@ class DataConfig:
       shard_policy: how workers split the training files in multi-worker training: ``auto``
         (by file when there are at least as many files as workers, else by row), ``file``
         (fails before training with fewer files than workers) or ``data`` (by row).
+      tfds_data_dir: where the TFDS builders of ``census`` and ``apps_synthetic`` are
+        prepared (once; later runs reuse them); empty = ``$TFDS_DATA_DIR``, else
+        ``~/tensorflow_datasets``.
     """
 
     dataset: str = setting("census", "Dataset to train on.", choices=DATASETS)
@@ -236,6 +240,11 @@ class DataConfig:
         "How workers split the training data: by file, by row, or auto (file when there are at "
         "least as many files as workers).",
         choices=SHARD_POLICIES,
+    )
+    tfds_data_dir: str = setting(
+        "",
+        "Where census and apps_synthetic are prepared by their TFDS builders (empty: "
+        "$TFDS_DATA_DIR, else ~/tensorflow_datasets).",
     )
 
     def validate(self) -> None:

@@ -207,16 +207,13 @@ def default_eval_data(config: TrainConfig, model_dir: str | None = None) -> Eval
     """
     data = config.data
     work_dir = model_dir or config.model_dir
-    ds = datasets.get_dataset(
-        data.dataset, work_dir, synthetic_rows=data.synthetic_rows, seed=config.seed
-    )
-    eval_files = data.eval_files or list(ds.eval_files)
+    source = datasets.resolve(data, work_dir, config.seed)
+    eval_files = source.eval_files()
     if eval_files:
-        return EvalData(input_pipeline.resolve_files(eval_files))
+        return EvalData(eval_files)
     if data.validation_fraction > 0:
-        train = input_pipeline.resolve_files(data.train_files or list(ds.train_files))
         return EvalData(
-            train,
+            source.train_files(),
             split="validation",
             validation_fraction=data.validation_fraction,
             split_seed=config.seed,

@@ -66,8 +66,12 @@ def resolve_files(patterns: str | list[str] | tuple[str, ...]) -> list[str]:
     return files
 
 
+# A TFDS shard: ``<dataset>-<split>.tfrecord-00000-of-00001`` (`wdl_tf.datasets.tfds_files`).
+_TFDS_SHARD_RE = re.compile(r"\.tfrecords?-\d+-of-\d+$")
+
+
 def is_tfrecord(path: str) -> bool:
-    return path.endswith(TFRECORD_SUFFIXES)
+    return path.endswith(TFRECORD_SUFFIXES) or bool(_TFDS_SHARD_RE.search(path))
 
 
 def _compression(path: str) -> str:
@@ -613,7 +617,8 @@ def _tfrecord_parser(spec: fs.FeatureSpec, skip_bad_rows: bool, counter: BadRowC
     numeric = [f.name for f in spec.features if f.kind == fs.NUMERIC] + [spec.label.name]
 
     def parse(path, number, records):
-        raw, labels = parse_examples(spec, records)
+        raw = parse_examples(spec, records, with_label=False)
+        labels = example_labels(spec, records)
         where = [path, ":record ", tf.strings.as_string(number), ": "]
         columns = {**raw, spec.label.name: labels}
         checks = [_not_finite(columns[name], where, name) for name in numeric]
@@ -740,6 +745,31 @@ def numeric_from_examples(
             value = tf.where(has, tf.gather(first, last), float(f.raw_default))
         out[f.name] = tf.reshape(value, [-1, 1])
     return out
+
+
+# Where a TFDS builder's ClassLabel is when it is not under the spec's label name
+# (`wdl_tf.datasets.census_tfds` stores the income bracket as ``label``).
+TFDS_LABEL_KEY = "label"
+
+
+def example_labels(spec: fs.FeatureSpec, serialized: tf.Tensor) -> tf.Tensor:
+    """Labels [B, 1] float32 of serialized training tf.Examples.
+
+    The label is the spec's label feature, a float (as `make_example` writes it) or an
+    int64 (as TFDS writes a ClassLabel), else the TFDS ``label`` key (unless the spec has
+    a feature of that name). A record with neither gets NaN, which the TFRecord row check
+    reports (or skips) as a bad row naming the file and record.
+    """
+    keys = [spec.label.name]
+    if TFDS_LABEL_KEY not in (spec.label.name, *spec.feature_names):
+        keys.append(TFDS_LABEL_KEY)
+    found = numeric_from_examples(
+        serialized, [fs.FeatureConfig(k, fs.NUMERIC, default=math.nan) for k in keys]
+    )
+    labels = found[keys[0]]
+    for key in keys[1:]:
+        labels = tf.where(tf.math.is_nan(labels), found[key], labels)
+    return labels
 
 
 def parse_examples(

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from wdl_tf import atomic, datasets, input_pipeline
+from wdl_tf import atomic, datasets
 from wdl_tf.config import DataConfig, ModelConfig, TrainConfig
 from wdl_tf.evaluate_lib import write_json_atomic
 
@@ -433,16 +433,13 @@ def _trial_base(base: TrainConfig, tune_dir: str) -> TrainConfig:
     trial hashes the same paths into the same validation rows, and no trial is told where
     the test files are.
     """
-    ds = datasets.get_dataset(
-        base.data.dataset, tune_dir, synthetic_rows=base.data.synthetic_rows, seed=base.seed
-    )
-    train_files = base.data.train_files or ",".join(ds.train_files)
-    input_pipeline.resolve_files(train_files)  # every file exists, or ValueError naming it
+    source = datasets.resolve(base.data, tune_dir, base.seed)
+    source.train_files()  # every file exists, or ValueError naming it
     data = dataclasses.replace(
         base.data,
         dataset="files",
-        feature_spec=base.data.feature_spec or ds.feature_spec,
-        train_files=train_files,
+        feature_spec=source.feature_spec,
+        train_files=",".join(source.train_patterns),
         eval_files="",
     )
     return dataclasses.replace(base, data=data, export_base="")

@@ -14,7 +14,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
 
-from wdl_tf.datasets import apps
+from wdl_tf.datasets import apps, tfds_files
 
 STRING_COLUMNS = (
     "user_id",
@@ -147,11 +147,18 @@ def generate_examples(
             index += 1
 
 
+def prepared_files(data_dir: str, rows: int, seed: int = 0) -> dict[str, list[str]]:
+    """Prepares ``wdl_apps`` with ``rows`` train rows of planted model ``seed`` into
+    ``data_dir`` if needed (generated, no network; see `tfds_files.prepare`); returns the
+    TFRecord shard paths of ``train`` and ``test``: what ``--dataset=apps_synthetic``
+    trains and evaluates on."""
+    config = config_for(rows, seed)
+    return tfds_files.prepare(lambda: Apps(config=config, data_dir=data_dir))
+
+
 def load_apps(split: str, data_dir: str, rows: int = 10_000, seed: int = 0) -> tf.data.Dataset:
     """Builds ``wdl_apps`` with ``rows`` train rows into ``data_dir`` if needed (no network);
     returns ``split`` (``train``/``test``, or a slice such as ``"train[:90%]"``) in order."""
+    prepared_files(data_dir, rows, seed)
     builder = Apps(config=config_for(rows, seed), data_dir=data_dir)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-    )
     return builder.as_dataset(split=split, shuffle_files=False)

@@ -12,6 +12,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
 
+from wdl_tf.datasets import tfds_files
+
 _DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
 TRAIN_FILE = os.path.join(_DATA_DIR, "adult.data.gz")
 TEST_FILE = os.path.join(_DATA_DIR, "adult.test.gz")
@@ -144,14 +146,24 @@ def _read_rows(path: str) -> Iterator[tuple[int, dict[str, object]]]:
             yield line_number, example
 
 
+def prepared_files(data_dir: str) -> dict[str, list[str]]:
+    """Prepares ``wdl_census`` into ``data_dir`` if needed (no network, safe when several
+    processes do it at once, see `tfds_files.prepare`); returns the TFRecord shard paths
+    of ``train`` and ``test``: what ``--dataset=census`` trains and evaluates on.
+
+    The shards hold tf.Examples keyed by the columns above: float32 numbers, the strings
+    with a missing "?" stored as "" (what the CSV reader turns a missing category into,
+    too), and the int64 ``label``; the rows in the files' order (build-time shuffling is
+    off), so every epoch of a training run sees the rows the CSV files would give.
+    """
+    return tfds_files.prepare(lambda: Census(data_dir=data_dir))
+
+
 def load_census(split: str, data_dir: str) -> tf.data.Dataset:
     """Builds ``wdl_census`` into ``data_dir`` if needed (no network); returns ``split``.
 
     ``split`` is any TFDS split spec on ``train``/``test``, e.g. ``"train[:90%]"``. The
     dataset yields feature dicts (including ``label``) in file order.
     """
-    builder = Census(data_dir=data_dir)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-    )
-    return builder.as_dataset(split=split, shuffle_files=False)
+    prepared_files(data_dir)
+    return Census(data_dir=data_dir).as_dataset(split=split, shuffle_files=False)
