@@ -22,14 +22,13 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import ROOT, run_script, script
 
+from wdl_tf import checkpoints, distribute, export_lib, input_pipeline, train_lib
 from wdl_tf import config as config_lib
-from wdl_tf import distribute, export_lib, input_pipeline, train_lib
 from wdl_tf import features as fs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LAUNCH = os.path.join(ROOT, "scripts", "launch_local_cluster.py")
-TRAIN = os.path.join(ROOT, "scripts", "train.py")
+LAUNCH = script("launch_local_cluster")
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
 ENV.pop("TF_CONFIG", None)
 
@@ -233,23 +232,11 @@ def test_unknown_distribution_and_forced_file_sharding_fail_before_training(
 
 def test_cli_and_launcher_report_bad_input(tmp_path):
     env = dict(ENV, TF_CONFIG='{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"index": 0}}')
-    proc = subprocess.run(
-        [sys.executable, TRAIN, f"--model_dir={tmp_path}/m", "--export_base="],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=ROOT,
-    )
+    proc = run_script("train", f"--model_dir={tmp_path}/m", "--export_base=", env=env, timeout=120)
     assert proc.returncode == 2
     assert "error: TF_CONFIG task type: None is not a training task" in proc.stderr
-    proc = subprocess.run(
-        [sys.executable, LAUNCH, "--workers=0", "--", "--epochs=1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=ENV,
-        cwd=ROOT,
+    proc = run_script(
+        "launch_local_cluster", "--workers=0", "--", "--epochs=1", env=ENV, timeout=60
     )
     assert proc.returncode == 2 and "--workers: must be >= 1, got 0" in proc.stderr
 
@@ -259,13 +246,14 @@ def test_cli_and_launcher_report_bad_input(tmp_path):
 
 
 def _launch(workers: int, flags: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, LAUNCH, f"--workers={workers}", "--grace_s=2", "--", *flags],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+    return run_script(
+        "launch_local_cluster",
+        f"--workers={workers}",
+        "--grace_s=2",
+        "--",
+        *flags,
         env=ENV,
-        cwd=ROOT,
+        timeout=timeout,
     )
 
 
@@ -357,7 +345,7 @@ def test_killed_worker_resumes_from_last_checkpoint_and_exports_once(
         config, train_lib.pp.PreprocessingState.load(model_dir), spec
     )
     epoch = tf.Variable(0, dtype=tf.int64)
-    train_lib.model_lib.make_checkpoint(model, epoch=epoch).restore(final).assert_consumed()
+    checkpoints.make_checkpoint(model, epoch=epoch).restore(final).assert_consumed()
     assert int(epoch.numpy()) == EPOCHS
     _assert_same_metrics(json.load(open(os.path.join(model_dir, "metrics.json"))), reference)
 
@@ -388,17 +376,17 @@ def test_step_checkpoints_resume_mid_epoch_exactly_with_shuffling(
 
     straight = train_lib.train_and_evaluate(config("straight")).metrics
 
-    original = train_lib._EpochCheckpoint.on_train_batch_end
+    original = checkpoints.EpochCheckpoint.on_train_batch_end
 
     def dying(self, batch, logs=None):
         original(self, batch, logs)
         if self.steps_done == 2 * EVERY + 1:
             raise _Killed
 
-    monkeypatch.setattr(train_lib._EpochCheckpoint, "on_train_batch_end", dying)
+    monkeypatch.setattr(checkpoints.EpochCheckpoint, "on_train_batch_end", dying)
     with pytest.raises(_Killed):
         train_lib.train_and_evaluate(config("killed"))
-    monkeypatch.setattr(train_lib._EpochCheckpoint, "on_train_batch_end", original)
+    monkeypatch.setattr(checkpoints.EpochCheckpoint, "on_train_batch_end", original)
     ckpt_dir = tmp_path / "killed" / "checkpoints"
     assert tf.train.latest_checkpoint(str(ckpt_dir)).endswith(f"ckpt-{2 * EVERY}")
     position = json.load(open(ckpt_dir / f"ckpt-{2 * EVERY}.position.json"))

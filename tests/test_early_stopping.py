@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from wdl_tf import checkpoints, input_pipeline, metrics, run_dir, train_lib
 from wdl_tf import config as config_lib
 from wdl_tf import features as fs
-from wdl_tf import input_pipeline, metrics, run_dir, train_lib
 from wdl_tf import preprocessing as pp
 
 
@@ -101,9 +101,9 @@ def _model_from(config, spec, path, weights_only):
     state = pp.PreprocessingState.load(config.model_dir)
     preprocessor, model = train_lib.build_for_training(config, state, spec)
     if weights_only:
-        run_dir.weights_checkpoint(model).restore(path).assert_consumed()
+        checkpoints.restore_weights(model, path)
     else:
-        ckpt = train_lib.model_lib.make_checkpoint(model, epoch=tf.Variable(0, dtype=tf.int64))
+        ckpt = checkpoints.make_checkpoint(model, epoch=tf.Variable(0, dtype=tf.int64))
         ckpt.restore(path).assert_consumed()
     return preprocessor, model
 

@@ -17,8 +17,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import run_script
 
-from wdl_tf import export_lib, input_pipeline, train_lib, verify_export
+from wdl_tf import checkpoints, export_lib, input_pipeline, train_lib, verify_export
 from wdl_tf import features as fs
 from wdl_tf import preprocessing as pp
 
@@ -31,7 +32,7 @@ def exported(census_export):
     state = pp.PreprocessingState.load(config.model_dir)
     preprocessor, model = train_lib.build_for_training(config, state, spec)
     ckpt = tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints"))
-    train_lib.model_lib.make_checkpoint(model, epoch=tf.Variable(0, dtype=tf.int64)).restore(
+    checkpoints.make_checkpoint(model, epoch=tf.Variable(0, dtype=tf.int64)).restore(
         ckpt
     ).assert_consumed()
     data = os.path.join(config.model_dir, "synthetic_data")
@@ -551,7 +552,6 @@ def test_check_export_base_refuses_a_read_only_directory(tmp_path):
             (tmp_path / "ro").chmod(0o755)
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_TRAIN = [
     "--dataset=census_synthetic",
     "--synthetic_rows=400",
@@ -562,15 +562,7 @@ TINY_TRAIN = [
 
 
 def _train(*flags):
-    return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "train.py"), *TINY_TRAIN, *flags],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-        # This checkout's wdl_tf, not an installed one (sys.path[0] is scripts/).
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT),
-    )
+    return run_script("train", *TINY_TRAIN, *flags, timeout=600)
 
 
 @pytest.mark.slow

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from wdl_tf import checkpoints, optimizers
 from wdl_tf import model as model_lib
-from wdl_tf import optimizers
 from wdl_tf.preprocessing import EncodedFeature
 
 FEATURES = [
@@ -170,9 +170,9 @@ def test_checkpoint_restores_weights_and_both_optimizers(tmp_path):
     a = fresh()
     a.train_on_batch(x, y)
     a.train_on_batch(x, y)
-    path = model_lib.make_checkpoint(a).save(str(tmp_path / "ckpt"))
+    path = checkpoints.make_checkpoint(a).save(str(tmp_path / "ckpt"))
     b = fresh()
-    model_lib.make_checkpoint(b).restore(path).assert_consumed()
+    checkpoints.make_checkpoint(b).restore(path).assert_consumed()
     slots_a = {v.path: v.numpy() for v in a.optimizer.variables}
     slots_b = {v.path: v.numpy() for v in b.optimizer.variables}
     assert slots_a.keys() == slots_b.keys()

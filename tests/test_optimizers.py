@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from wdl_tf import checkpoints, optimizers
 from wdl_tf import model as model_lib
-from wdl_tf import optimizers
 from wdl_tf.preprocessing import EncodedFeature
 
 ATOL = 1e-6
@@ -705,14 +705,14 @@ def test_checkpoint_restore_gives_identical_next_step(tmp_path):
     x = {k: tf.constant(v) for k, v in x.items()}
     a = _small_model()
     a.train_on_batch(x, y)
-    path = model_lib.make_checkpoint(a).save(str(tmp_path / "ckpt"))
+    path = checkpoints.make_checkpoint(a).save(str(tmp_path / "ckpt"))
 
     config = dataclasses.replace(SMALL, seed=11)  # other initial deep weights: restored over
     b = _small_model(config)
     assert any(
         not np.array_equal(va.numpy(), vb.numpy()) for va, vb in zip(a.variables, b.variables)
     )
-    model_lib.make_checkpoint(b).restore(path).assert_consumed()
+    checkpoints.make_checkpoint(b).restore(path).assert_consumed()
 
     def everything(m):
         return {v.path: v.numpy() for v in [*m.variables, *m.optimizer.variables]}

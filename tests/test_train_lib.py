@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from wdl_tf import checkpoints, export_lib, input_pipeline, run_dir, train_lib
 from wdl_tf import config as config_lib
-from wdl_tf import export_lib, input_pipeline, run_dir, train_lib
 from wdl_tf import features as fs
 
 
@@ -76,7 +76,7 @@ def test_export_reloads_with_equal_predictions(trained):
     state = train_lib.pp.PreprocessingState.load(config.model_dir)
     preprocessor, model = train_lib.build_for_training(config, state, spec)
     ckpt = tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints"))
-    train_lib.model_lib.make_checkpoint(model, epoch=tf.Variable(0, dtype=tf.int64)).restore(
+    checkpoints.make_checkpoint(model, epoch=tf.Variable(0, dtype=tf.int64)).restore(
         ckpt
     ).assert_consumed()
     kept = run_dir.restore_kept_weights(model, config.model_dir)

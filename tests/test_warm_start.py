@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from wdl_tf import checkpoints, input_pipeline, train_lib, warm_start
 from wdl_tf import config as config_lib
 from wdl_tf import features as fs
-from wdl_tf import input_pipeline, train_lib, warm_start
 
 
 def test_vocabulary_rows_hand_built_remap():
@@ -64,7 +64,7 @@ def test_warm_started_model_scores_like_the_old_one_on_shared_tokens(previous):
     tmp, old_config = previous
     old_spec, _, old_prep, old_model = _rebuild(old_config)
     ckpt = tf.train.latest_checkpoint(os.path.join(old_config.model_dir, "checkpoints"))
-    train_lib.model_lib.make_checkpoint(old_model, epoch=tf.Variable(0, dtype=tf.int64)).restore(
+    checkpoints.make_checkpoint(old_model, epoch=tf.Variable(0, dtype=tf.int64)).restore(
         ckpt
     ).assert_consumed()
 

@@ -39,7 +39,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wdl_tf import atomic, export_lib, input_pipeline, metrics, train_lib, warm_start
+from wdl_tf import (
+    atomic,
+    checkpoints,
+    export_lib,
+    input_pipeline,
+    metrics,
+    run_dir,
+    train_lib,
+    warm_start,
+)
 from wdl_tf import features as fs
 from wdl_tf import model as model_lib
 from wdl_tf import preprocessing as pp
@@ -567,8 +576,7 @@ def _run_span(config, spec, files, i, previous, progress) -> dict:
     model, preprocessor, warm_curve, report = _train_model(
         config, spec, state, files[i], warm_from, curve_data, every, total, progress, label
     )
-    checkpoint = model_lib.make_checkpoint(model)
-    tf.train.CheckpointManager(checkpoint, os.path.join(partial, "checkpoints"), 1).save()
+    checkpoints.save(model, run_dir.checkpoints_dir(partial))
     if report is not None:
         with open(os.path.join(partial, "warm_start.json"), "w") as f:
             json.dump(dataclasses.asdict(report), f, indent=2)

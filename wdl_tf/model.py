@@ -314,35 +314,6 @@ def compile_model(
     return model
 
 
-def make_checkpoint(model: keras.Model, **extra) -> tf.train.Checkpoint:
-    """A checkpoint of the model's variables and all its optimizers' state, keyed by path.
-
-    ``tf.train.Checkpoint(model=..., optimizer=...)`` is not enough with Keras 3: it does not
-    track the sub-optimizers of a MultiOptimizer, so FTRL and AdaGrad slots would silently
-    be left out and start from scratch on resume. Keying every variable by its Keras path
-    (``wide/education``, ``wide_ftrl/wide_education_accumulator``) saves all of them and
-    keeps checkpoints readable by path (for warm start and inspection).
-
-    Args:
-      model: a compiled model whose optimizer is built.
-      extra: more trackables to save (e.g. an epoch counter variable).
-    """
-
-    def by_path(variables) -> dict[str, tf.Variable]:
-        out = {}
-        for v in variables:
-            key = v.path.replace("/", ".")
-            if key in out:
-                raise ValueError(f"two variables share the path {v.path!r}")
-            out[key] = v.value if hasattr(v, "value") else v
-        return out
-
-    state = {"model": by_path(model.variables)}
-    if getattr(model, "optimizer", None) is not None:  # an uncompiled model has none
-        state["optimizer"] = by_path(model.optimizer.variables)
-    return tf.train.Checkpoint(**state, **extra)
-
-
 def table_variables(model: keras.Model) -> list:
     """The id-indexed tables: wide weights per id and deep embeddings (sparse gradients)."""
     tables = []

@@ -1,7 +1,8 @@
 """The model dir of a training run: its layout, and loading what a run left there.
 
 Training writes a model dir; evaluation, warm start, importance, the report and continuous
-training read it. This module is the one place that names its files and reads them back::
+training read it. This module is the one place that names its files and reads them back
+(the checkpoints' format, saving and restoring are `wdl_tf.checkpoints`')::
 
     <model_dir>/
       config.json            the TrainConfig of the run (written atomically)
@@ -23,8 +24,8 @@ import os
 from typing import Any
 
 import keras
-import tensorflow as tf
 
+from wdl_tf import checkpoints
 from wdl_tf import features as fs
 from wdl_tf import model as model_lib
 from wdl_tf import preprocessing as pp
@@ -92,7 +93,7 @@ def load_state(model_dir: str) -> pp.PreprocessingState:
 
 def latest_checkpoint(model_dir: str) -> str | None:
     """The newest ``checkpoints/ckpt-N`` prefix, or None."""
-    return tf.train.latest_checkpoint(checkpoints_dir(model_dir))
+    return checkpoints.latest(checkpoints_dir(model_dir))
 
 
 def kept_epoch(model_dir: str) -> int | None:
@@ -105,17 +106,12 @@ def kept_epoch(model_dir: str) -> int | None:
     return None if best is None else int(best)
 
 
-def weights_checkpoint(model: keras.Model) -> tf.train.Checkpoint:
-    """The model's variables only, under the keys of `model_lib.make_checkpoint`."""
-    return tf.train.Checkpoint(model=model_lib.make_checkpoint(model).model)
-
-
 def restore_kept_weights(model: keras.Model, model_dir: str) -> int | None:
     """Loads the kept (best validation) epoch's weights into ``model``; returns the epoch,
     or None when the run kept its last epoch (the latest checkpoint then holds the model)."""
     best = kept_epoch(model_dir)
     if best is not None:
-        weights_checkpoint(model).restore(best_checkpoint(model_dir, best)).assert_consumed()
+        checkpoints.restore_weights(model, best_checkpoint(model_dir, best))
     return best
 
 
@@ -137,6 +133,5 @@ def load_for_inference(
         checkpoint = latest_checkpoint(model_dir)
         if checkpoint is None:
             raise ValueError(f"model_dir: {model_dir!r} has no checkpoint under {CHECKPOINTS_DIR}/")
-        status = weights_checkpoint(model).restore(checkpoint)
-        status.expect_partial().assert_existing_objects_matched()
+        checkpoints.restore_weights(model, checkpoint, partial=True)
     return spec, preprocessor, model

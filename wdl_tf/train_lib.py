@@ -48,6 +48,7 @@ import tensorflow as tf
 
 from wdl_tf import (
     atomic,
+    checkpoints,
     datasets,
     distribute,
     evaluate_lib,
@@ -83,70 +84,6 @@ class ExportFailed(export_lib.ExportError):
     def __init__(self, message: str, result: TrainResult):
         super().__init__(message)
         self.result = result
-
-
-# Beside ``ckpt-<N>`` in step-checkpoint runs: {"epoch", "step_in_epoch", "global_step"}.
-POSITION_SUFFIX = ".position.json"
-
-
-class _EpochCheckpoint(keras.callbacks.Callback):
-    """Saves weights, optimizer slots and the finished epoch count after every epoch.
-
-    With ``every_steps``, it also saves every that many global steps, as ``ckpt-<global
-    step>``, and writes beside it ``ckpt-<global step>.position.json``: the epoch under way,
-    how many of its batches are done and the global step, so a killed run resumes mid-epoch.
-    (The position stays out of the TensorFlow checkpoint, so readers that restore weights,
-    optimizer slots and epoch only still match it exactly.) ``first_batch``: batches of the
-    current epoch trained before this fit call (a resumed epoch).
-    """
-
-    def __init__(
-        self,
-        manager: tf.train.CheckpointManager,
-        epoch: tf.Variable,
-        every_steps: int = 0,
-        global_step: int = 0,
-    ):
-        super().__init__()
-        self.manager = manager
-        self.epoch = epoch
-        self.every_steps = every_steps
-        self.steps_done = global_step
-        self.first_batch = 0
-        self._current_epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._current_epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if not self.every_steps:
-            return
-        self.steps_done += 1
-        if self.steps_done % self.every_steps == 0:
-            self._save(self._current_epoch, self.first_batch + batch + 1)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.first_batch = 0
-        if self.every_steps:
-            self._save(epoch + 1, 0)
-        else:
-            self.epoch.assign(epoch + 1)
-            self.manager.save(checkpoint_number=epoch + 1)
-
-    def _save(self, epoch: int, step_in_epoch: int) -> None:
-        self.epoch.assign(epoch)
-        prefix = os.path.join(self.manager.directory, f"ckpt-{self.steps_done}")
-        position = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": self.steps_done}
-        os.makedirs(self.manager.directory, exist_ok=True)
-        # Written before the checkpoint: a kill in between leaves either no ckpt-N (the
-        # previous one stays the latest) or, at an epoch end just after a step save, the
-        # same weights under the new position.
-        atomic.write_json(prefix + POSITION_SUFFIX, position, indent=None)
-        self.manager.save(checkpoint_number=self.steps_done)
-        kept = {os.path.basename(p) + POSITION_SUFFIX for p in self.manager.checkpoints}
-        for name in os.listdir(self.manager.directory):
-            if name.endswith(POSITION_SUFFIX) and name not in kept:
-                os.remove(os.path.join(self.manager.directory, name))
 
 
 # The kept epoch: ``<model_dir>/best/ckpt-<epoch>`` (weights only) and best_epoch.json.
@@ -236,9 +173,7 @@ class BestEpoch(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if self.manager is None:
-            self.manager = tf.train.CheckpointManager(
-                run_dir.weights_checkpoint(self.model), self.save_dir, max_to_keep=2
-            )
+            self.manager = checkpoints.weights_manager(self.model, self.save_dir, max_to_keep=2)
         self.history = [e for e in self.history if e["epoch"] < epoch + 1]
         with _averaged_weights(self.average):
             m = self.validate()
@@ -282,9 +217,7 @@ def _resumed_history(model_dir: str, metric: str, completed_epochs: int) -> list
         return []
     history = [e for e in state["history"] if e["epoch"] <= completed_epochs]
     best = choose_epoch(history, metric, 1)[0]
-    if best is not None and not tf.io.gfile.exists(
-        run_dir.best_checkpoint(model_dir, best) + ".index"
-    ):
+    if best is not None and not checkpoints.exists(run_dir.best_checkpoint(model_dir, best)):
         log.warning("the weights of best epoch %d are missing: starting a new history", best)
         return []
     return history
@@ -293,17 +226,15 @@ def _resumed_history(model_dir: str, metric: str, completed_epochs: int) -> list
 def _data_files(config: TrainConfig) -> tuple[fs.FeatureSpec, list[str], list[str], str]:
     """The spec, the train files, the files of the final evaluation and which split that is:
     ``eval_files`` (the test files, when there are any) or ``validation`` (the validation
-    split of the train files, when there are no test files). Every file must exist."""
-    data = config.data
-    ds = datasets.get_dataset(
-        data.dataset, config.model_dir, synthetic_rows=data.synthetic_rows, seed=config.seed
-    )
-    spec = fs.load(data.feature_spec or ds.feature_spec)
-    train = input_pipeline.resolve_files(data.train_files or list(ds.train_files))
-    if data.eval_files or ds.eval_files:
-        eval_files = input_pipeline.resolve_files(data.eval_files or list(ds.eval_files))
+    split of the train files, when there are no test files). Every file must exist; the
+    files come from `datasets.resolve`, the one resolver."""
+    source = datasets.resolve(config.data, config.model_dir, config.seed)
+    spec = fs.load(source.feature_spec)
+    train = source.train_files()
+    eval_files = source.eval_files()
+    if eval_files:
         return spec, train, eval_files, "eval_files"
-    if data.validation_fraction > 0:
+    if config.data.validation_fraction > 0:
         return spec, train, train, "validation"
     raise ValueError("eval_files: no evaluation files given (or set validation_fraction)")
 
@@ -489,23 +420,6 @@ def _decay_steps(config: TrainConfig, state: pp.PreprocessingState) -> int | Non
     return config.epochs * -(-state.rows_seen // config.data.batch_size)
 
 
-def _restore(model, epoch: tf.Variable, checkpoint_dir: str) -> tuple[str | None, dict]:
-    """Restores the latest checkpoint of ``checkpoint_dir`` (model, optimizer slots, epoch);
-    returns it and its position (``step_in_epoch``, ``global_step``; 0 for an epoch-only
-    checkpoint). A position file, when there is one, says which epoch is under way."""
-    position = {"step_in_epoch": 0, "global_step": 0}
-    latest = tf.train.latest_checkpoint(checkpoint_dir)
-    if not latest:
-        return None, position
-    model_lib.make_checkpoint(model, epoch=epoch).restore(latest).assert_consumed()
-    if os.path.exists(latest + POSITION_SUFFIX):
-        with open(latest + POSITION_SUFFIX) as f:
-            saved = json.load(f)
-        position = {k: int(saved[k]) for k in position}
-        epoch.assign(int(saved["epoch"]))
-    return latest, position
-
-
 def _train_input(config, runtime, spec, files, preprocessor, counter, shards, time_split=None):
     """``make(epoch=None, skip_steps=0)``: what fit trains on, this worker's shard only.
 
@@ -642,11 +556,13 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
     with runtime.strategy.scope():
         preprocessor, model = build_for_training(config, state, spec)
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        checkpoint = model_lib.make_checkpoint(model, epoch=epoch)
+        checkpoint = checkpoints.make_checkpoint(model, epoch=epoch)
     manager = tf.train.CheckpointManager(
         checkpoint, run_dir.checkpoints_dir(work_dir), max_to_keep=3
     )
-    resumed, position = _restore(model, epoch, run_dir.checkpoints_dir(config.model_dir))
+    resumed, position = checkpoints.restore_latest(
+        model, epoch, run_dir.checkpoints_dir(config.model_dir)
+    )
     if resumed:
         log.info(
             "resumed from %s (epoch %d, step %d)",
@@ -684,7 +600,7 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
 
     has_validation = config.data.validation_fraction > 0
     val_ds = validation_data(preprocessor) if has_validation else None
-    saver = _EpochCheckpoint(
+    saver = checkpoints.EpochCheckpoint(
         manager, epoch, config.checkpoint_every_steps, global_step=position["global_step"]
     )
     callbacks = [
@@ -740,9 +656,7 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
         val_ds = validation_data(preprocessor) if has_validation else None
     kept = best.best_epoch if best is not None else None
     if kept is not None:  # the export, the metrics and evaluate_lib all see this epoch
-        run_dir.weights_checkpoint(model).restore(
-            run_dir.best_checkpoint(config.model_dir, kept)
-        ).assert_consumed()
+        checkpoints.restore_weights(model, run_dir.best_checkpoint(config.model_dir, kept))
 
     results = evaluate(model, eval_ds, config.eval_steps, parts=True)
     results["epochs"] = config.epochs

@@ -24,9 +24,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from wdl_tf import checkpoints, run_dir
 from wdl_tf import features as fs
 from wdl_tf import preprocessing as pp
-from wdl_tf import run_dir
 
 
 class WarmStartError(ValueError):
@@ -47,9 +47,7 @@ class _Source:
     reader: tf.train.CheckpointReader
 
     def tensor(self, group: str, path: str) -> np.ndarray | None:
-        # `make_checkpoint` keys variables by path with "/" → "."; the checkpoint format
-        # then escapes "." as "..".
-        key = f"{group}/{path.replace('/', '.').replace('.', '..')}/.ATTRIBUTES/VARIABLE_VALUE"
+        key = checkpoints.variable_key(group, path)
         return self.reader.get_tensor(key) if self.reader.has_tensor(key) else None
 
 
@@ -58,7 +56,7 @@ def _load_source(model_dir: str) -> _Source:
     if ckpt is None:
         raise WarmStartError(f"warm_start_from: no checkpoint in {model_dir!r}/checkpoints")
     spec = run_dir.load_spec(model_dir)
-    return _Source(spec, pp.PreprocessingState.load(model_dir), tf.train.load_checkpoint(ckpt))
+    return _Source(spec, pp.PreprocessingState.load(model_dir), checkpoints.reader(ckpt))
 
 
 def vocabulary_rows(
@@ -162,12 +160,12 @@ def warm_start(
         for v in model.trainable_variables:
             slot_owner[v.path.replace("/", "_")] = v.path
     for v in model.variables:
-        _warm_one(v, v.path, "model", old, new, report)
+        _warm_one(v, v.path, checkpoints.MODEL, old, new, report)
     if include_optimizer and model.optimizer is not None:
         for v in model.optimizer.variables:
             _, _, slot = v.path.partition("/")
             owner = next((p for key, p in slot_owner.items() if slot.startswith(key + "_")), None)
-            _warm_one(v, v.path, "optimizer", old, new, report, owner)
+            _warm_one(v, v.path, checkpoints.OPTIMIZER, old, new, report, owner)
     return report
 
 
@@ -176,7 +174,7 @@ def _warm_one(variable, path, group, old, new, report, owner: str | None = None)
     if value is None:
         report.skipped[path] = "not in the previous checkpoint"
         return
-    name = _encoded_name(owner or path) if group == "model" or owner else None
+    name = _encoded_name(owner or path) if group == checkpoints.MODEL or owner else None
     rows = None
     if name is not None:
         rows = _table_rows(name, new, old)
