@@ -22,13 +22,14 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import ROOT, run_script, script
 
 from wdl_tf import checkpoints, distribute, export_lib, input_pipeline, train_lib
 from wdl_tf import config as config_lib
 from wdl_tf import features as fs
 
-LAUNCH = script("launch_local_cluster")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LAUNCH = os.path.join(ROOT, "scripts", "launch_local_cluster.py")
+TRAIN = os.path.join(ROOT, "scripts", "train.py")
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
 ENV.pop("TF_CONFIG", None)
 
@@ -232,11 +233,23 @@ def test_unknown_distribution_and_forced_file_sharding_fail_before_training(
 
 def test_cli_and_launcher_report_bad_input(tmp_path):
     env = dict(ENV, TF_CONFIG='{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"index": 0}}')
-    proc = run_script("train", f"--model_dir={tmp_path}/m", "--export_base=", env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, TRAIN, f"--model_dir={tmp_path}/m", "--export_base="],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+    )
     assert proc.returncode == 2
     assert "error: TF_CONFIG task type: None is not a training task" in proc.stderr
-    proc = run_script(
-        "launch_local_cluster", "--workers=0", "--", "--epochs=1", env=ENV, timeout=60
+    proc = subprocess.run(
+        [sys.executable, LAUNCH, "--workers=0", "--", "--epochs=1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=ENV,
+        cwd=ROOT,
     )
     assert proc.returncode == 2 and "--workers: must be >= 1, got 0" in proc.stderr
 
@@ -246,14 +259,13 @@ def test_cli_and_launcher_report_bad_input(tmp_path):
 
 
 def _launch(workers: int, flags: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
-    return run_script(
-        "launch_local_cluster",
-        f"--workers={workers}",
-        "--grace_s=2",
-        "--",
-        *flags,
-        env=ENV,
+    return subprocess.run(
+        [sys.executable, LAUNCH, f"--workers={workers}", "--grace_s=2", "--", *flags],
+        capture_output=True,
+        text=True,
         timeout=timeout,
+        env=ENV,
+        cwd=ROOT,
     )
 
 

@@ -17,7 +17,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import run_script
 
 from wdl_tf import checkpoints, export_lib, input_pipeline, train_lib, verify_export
 from wdl_tf import features as fs
@@ -552,6 +551,7 @@ def test_check_export_base_refuses_a_read_only_directory(tmp_path):
             (tmp_path / "ro").chmod(0o755)
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_TRAIN = [
     "--dataset=census_synthetic",
     "--synthetic_rows=400",
@@ -562,7 +562,15 @@ TINY_TRAIN = [
 
 
 def _train(*flags):
-    return run_script("train", *TINY_TRAIN, *flags, timeout=600)
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "train.py"), *TINY_TRAIN, *flags],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        # This checkout's wdl_tf, not an installed one (sys.path[0] is scripts/).
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT),
+    )
 
 
 @pytest.mark.slow
