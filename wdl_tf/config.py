@@ -211,6 +211,10 @@ class DataConfig:
       tfds_data_dir: where the TFDS builders of ``census`` and ``apps_synthetic`` are
         prepared (once; later runs reuse them); empty = ``$TFDS_DATA_DIR``, else
         ``~/tensorflow_datasets``.
+      encoded_cache: the first epoch writes the parsed and preprocessed training rows under
+        ``model_dir/encoded_cache`` and later epochs read them instead of the files
+        (`wdl_tf.encoded_cache`); off for data too big to keep a second, encoded copy of
+        on disk.
     """
 
     dataset: str = setting("census", "Dataset to train on.", choices=DATASETS)
@@ -245,6 +249,11 @@ class DataConfig:
         "",
         "Where census and apps_synthetic are prepared by their TFDS builders (empty: "
         "$TFDS_DATA_DIR, else ~/tensorflow_datasets).",
+    )
+    encoded_cache: bool = setting(
+        True,
+        "Write the parsed and preprocessed training rows on the first epoch (under "
+        "model_dir/encoded_cache) and read them on later epochs instead of the files.",
     )
 
     def validate(self) -> None:

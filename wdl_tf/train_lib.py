@@ -51,6 +51,7 @@ from wdl_tf import (
     checkpoints,
     datasets,
     distribute,
+    encoded_cache,
     evaluate_lib,
     export_lib,
     input_pipeline,
@@ -420,7 +421,9 @@ def _decay_steps(config: TrainConfig, state: pp.PreprocessingState) -> int | Non
     return config.epochs * -(-state.rows_seen // config.data.batch_size)
 
 
-def _train_input(config, runtime, spec, files, preprocessor, counter, shards, time_split=None):
+def _train_input(
+    config, runtime, spec, files, preprocessor, counter, shards, time_split=None, cache=None
+):
     """``make(epoch=None, skip_steps=0)``: what fit trains on, this worker's shard only.
 
     ``epoch=None``: the run's stream, shuffled with ``seed`` and reshuffled on each pass (and
@@ -430,6 +433,8 @@ def _train_input(config, runtime, spec, files, preprocessor, counter, shards, ti
     dataset is iterated once (fit keeps one iterator for a steps_per_epoch run, and
     `distribute.prepare_for_fit` stops fit's extra build pass), so its order depends only on
     the seed. Under a strategy each element is one replica's batch (global batch / replicas).
+    With ``cache`` (an `encoded_cache.EncodedCache`) the rows go through the encoded cache:
+    the same rows, shuffles and batch sizes, parsed and preprocessed on the first pass only.
     """
 
     def make(epoch=None, skip_steps=0):
@@ -444,6 +449,13 @@ def _train_input(config, runtime, spec, files, preprocessor, counter, shards, ti
                 opts = dataclasses.replace(
                     opts, batch_size=ctx.get_per_replica_batch_size(config.data.batch_size)
                 )
+            if cache is not None:
+                if epoch is not None:
+                    opts = dataclasses.replace(opts, seed=config.seed * 1_000_003 + epoch)
+                ds = encoded_cache.training_dataset(spec, files, opts, preprocessor, cache, counter)
+                if config.steps_per_epoch:
+                    ds = ds.repeat()
+                return ds.skip(skip_steps * runtime.local_replicas) if skip_steps else ds
             if not config.checkpoint_every_steps:
                 ds = input_pipeline.make_dataset(spec, files, opts, preprocessor, counter)
                 return ds.repeat() if config.steps_per_epoch else ds
@@ -464,6 +476,23 @@ def _train_input(config, runtime, spec, files, preprocessor, counter, shards, ti
         return runtime.distribute(dataset)
 
     return make
+
+
+def _encoded_cache(config, runtime, spec, files, state, shards, time_split):
+    """The run's `encoded_cache.EncodedCache`, or None: off by flag, or across workers
+    (each would cache its own shard; not supported yet)."""
+    if not config.data.encoded_cache:
+        return None
+    if runtime.multi_worker:
+        log.info("encoded cache: off in multi-worker training")
+        return None
+    opts = dataclasses.replace(
+        _read_options(config, training=True, time_split=time_split),
+        num_shards=shards.num_shards,
+        shard_index=shards.index,
+        shard_files=shards.by == "file",
+    )
+    return encoded_cache.for_run(config.model_dir, files, spec, state, opts)
 
 
 def _fit(
@@ -580,8 +609,9 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
     initial_epoch, initial_step = int(epoch.numpy()), position["step_in_epoch"]
 
     counter = input_pipeline.BadRowCounter()
+    cache = _encoded_cache(config, runtime, spec, train_files, state, shards, time_split)
     make_input = _train_input(
-        config, runtime, spec, train_files, preprocessor, counter, shards, time_split
+        config, runtime, spec, train_files, preprocessor, counter, shards, time_split, cache
     )
 
     def final_eval_data(preprocessor):
@@ -676,6 +706,8 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
     atomic.write_json(run_dir.metrics_path(config.model_dir), results)
     if counter.count:
         log.warning("skipped %d malformed rows (skip_bad_rows)", counter.count)
+    if cache is not None:
+        log.info("encoded cache: %.1f MiB in %s", cache.disk_bytes() / 2**20, cache.path)
 
     export_path = None
     if config.export_base:
