@@ -239,6 +239,19 @@ def evaluate_model_dir(
       spec: reads ``files`` (default: the model dir's feature_spec.json, which the model was
         built with; another spec must name the same features).
     """
+    return _evaluate_model_dir(model_dir, files, batch_size, user_feature, k, spec)[0]
+
+
+def _evaluate_model_dir(
+    model_dir: str,
+    files: str | list[str] | EvalData | None,
+    batch_size: int,
+    user_feature: str | None,
+    k: int,
+    spec: fs.FeatureSpec | None,
+) -> tuple[dict[str, Any], EvalData]:
+    """`evaluate_model_dir`'s metrics and the data they are on (the run's own data when
+    ``files`` is None, resolved from the one read of its config.json)."""
     config, own_spec, preprocessor, model = load_model_dir(model_dir)
     spec = spec or own_spec
     _check_user_feature(spec, user_feature)
@@ -252,7 +265,7 @@ def evaluate_model_dir(
         return predict(raw).numpy()
 
     batches = input_pipeline.read_raw(spec, data.files, _read_options(data, batch_size))
-    return compute_metrics(*_collect(batches, score, user_feature), k=k)
+    return compute_metrics(*_collect(batches, score, user_feature), k=k), data
 
 
 def saved_model_spec(path: str) -> str:
@@ -317,12 +330,14 @@ def evaluate(
     if model_dir:
         if not os.path.isdir(model_dir):
             raise ValueError(f"model_dir: {model_dir!r} does not exist or is not a directory")
-        if eval_files:
-            data = _as_data(eval_files)
-        else:
-            config = TrainConfig.from_dict(run_dir.load_config_dict(model_dir))
-            data = default_eval_data(config, model_dir)
-        result = evaluate_model_dir(model_dir, data, batch_size, user_feature, k, spec=spec)
+        result, data = _evaluate_model_dir(
+            model_dir,
+            _as_data(eval_files) if eval_files else None,
+            batch_size,
+            user_feature,
+            k,
+            spec,
+        )
         source = {"model_dir": model_dir}
     else:
         if not os.path.isfile(os.path.join(saved_model, "saved_model.pb")):
