@@ -38,10 +38,12 @@ def tensor_proto(arr: np.ndarray) -> tensor_pb2.TensorProto:
             dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in arr.shape]
         )
     )
-    if arr.dtype == object and all(type(v) is bytes for v in arr.reshape(-1).tolist()):
-        proto.dtype = types_pb2.DT_STRING
-        proto.string_val.extend(arr.reshape(-1).tolist())
-        return proto
+    if arr.dtype == object:
+        flat = arr.reshape(-1).tolist()
+        if set(map(type, flat)) <= {bytes}:  # one C-level pass over the types
+            proto.dtype = types_pb2.DT_STRING
+            proto.string_val.extend(flat)
+            return proto
     enum = _NUMPY_TO_DT.get(arr.dtype.str[1:]) if arr.dtype != object else None
     if enum is None:
         import tensorflow as tf
