@@ -8,6 +8,8 @@ read the same protos (numbers in little-endian ``tensor_content``, strings in
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
@@ -57,7 +59,7 @@ def tensor_proto(arr: np.ndarray) -> tensor_pb2.TensorProto:
 def tensor_array(proto: tensor_pb2.TensorProto) -> np.ndarray:
     """The ndarray of a TensorProto (what ``tf.make_ndarray`` returns)."""
     shape = tuple(int(d.size) for d in proto.tensor_shape.dim)
-    size = int(np.prod(shape)) if shape else 1
+    size = math.prod(shape)  # numpy's prod costs ~10 µs a call, per input of every request
     if proto.dtype == types_pb2.DT_STRING and len(proto.string_val) == size:
         out = np.empty(size, dtype=object)
         out[:] = list(proto.string_val)
