@@ -1,29 +1,17 @@
 """The training command as a user runs it: in a subprocess, with flags; and BUILD.md's table."""
 
+import functools
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
+from helpers import ROOT, run_script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN = os.path.join(ROOT, "scripts", "train.py")
-
-
-def _run(*flags, timeout=300):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(
-        [sys.executable, TRAIN, *flags],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=ROOT,
-    )
+_run = functools.partial(run_script, "train")
 
 
+@pytest.mark.slow
 def test_train_exports_a_servable_model(tmp_path):
     proc = _run(
         "--dataset=census_synthetic",
@@ -42,6 +30,7 @@ def test_train_exports_a_servable_model(tmp_path):
     assert 0.0 <= metrics["auc"] <= 1.0 and metrics["examples"] == 300
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "flags, message",
     [
@@ -68,6 +57,7 @@ def test_bad_flags_fail_before_training(tmp_path, flags, message):
     assert not os.path.exists(os.path.join(tmp_path, "export"))
 
 
+@pytest.mark.slow
 def test_bad_spec_names_the_unknown_cross_feature(tmp_path):
     spec = json.load(open(os.path.join(ROOT, "wdl_tf", "specs", "census.json")))
     spec["crosses"].append({"features": ["education", "zodiac_sign"], "hash_buckets": 10})

@@ -7,19 +7,16 @@ import dataclasses
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import ROOT, run_script
 
 from wdl_tf import checkpoints, continuous, export_lib, input_pipeline, train_lib
 from wdl_tf import features as fs
 from wdl_tf import preprocessing as pp
 from wdl_tf.config import DataConfig, ExportOptions, ModelConfig, TrainConfig
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ----------------------------------------------------------------------------------------
 # Evolving vocabularies, with hand-made counts.
@@ -345,19 +342,7 @@ def test_rerun_skips_finished_spans_and_refuses_other_settings(three_spans):
 
 @pytest.mark.slow
 def test_cli_names_bad_input(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "scripts", "continuous_train.py"),
-            "--spans=1",
-            f"--model_dir={tmp_path}/run",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT),
-        cwd=ROOT,
-    )
+    proc = run_script("continuous_train", "--spans=1", f"--model_dir={tmp_path}/run")
     assert proc.returncode == 2
     assert "error: spans: must be >= 2" in proc.stderr and "got 1" in proc.stderr
     assert not os.path.exists(tmp_path / "run")

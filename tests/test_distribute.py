@@ -22,14 +22,13 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import ROOT, run_script, script
 
 from wdl_tf import checkpoints, distribute, export_lib, input_pipeline, train_lib
 from wdl_tf import config as config_lib
 from wdl_tf import features as fs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LAUNCH = os.path.join(ROOT, "scripts", "launch_local_cluster.py")
-TRAIN = os.path.join(ROOT, "scripts", "train.py")
+LAUNCH = script("launch_local_cluster")
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
 ENV.pop("TF_CONFIG", None)
 
@@ -231,25 +230,14 @@ def test_unknown_distribution_and_forced_file_sharding_fail_before_training(
     assert not os.path.exists(tmp_path / "model" / "checkpoints")
 
 
+@pytest.mark.slow
 def test_cli_and_launcher_report_bad_input(tmp_path):
     env = dict(ENV, TF_CONFIG='{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"index": 0}}')
-    proc = subprocess.run(
-        [sys.executable, TRAIN, f"--model_dir={tmp_path}/m", "--export_base="],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=ROOT,
-    )
+    proc = run_script("train", f"--model_dir={tmp_path}/m", "--export_base=", env=env, timeout=120)
     assert proc.returncode == 2
     assert "error: TF_CONFIG task type: None is not a training task" in proc.stderr
-    proc = subprocess.run(
-        [sys.executable, LAUNCH, "--workers=0", "--", "--epochs=1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=ENV,
-        cwd=ROOT,
+    proc = run_script(
+        "launch_local_cluster", "--workers=0", "--", "--epochs=1", env=ENV, timeout=60
     )
     assert proc.returncode == 2 and "--workers: must be >= 1, got 0" in proc.stderr
 
@@ -259,16 +247,18 @@ def test_cli_and_launcher_report_bad_input(tmp_path):
 
 
 def _launch(workers: int, flags: list[str], timeout: int = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, LAUNCH, f"--workers={workers}", "--grace_s=2", "--", *flags],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+    return run_script(
+        "launch_local_cluster",
+        f"--workers={workers}",
+        "--grace_s=2",
+        "--",
+        *flags,
         env=ENV,
-        cwd=ROOT,
+        timeout=timeout,
     )
 
 
+@pytest.mark.slow
 def test_two_workers_match_one_worker_with_the_same_global_batch(small_spec, reference, tmp_path):
     model_dir = str(tmp_path / "model")
     proc = _launch(2, _flags(small_spec, model_dir))
@@ -296,6 +286,7 @@ def _latest_step(checkpoint_dir: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+@pytest.mark.slow
 def test_killed_worker_resumes_from_last_checkpoint_and_exports_once(
     small_spec, reference, tmp_path
 ):
@@ -372,6 +363,7 @@ class _Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps_per_epoch, epoch, step", [(None, 0, 6), (4, 1, 2)])
 def test_step_checkpoints_resume_mid_epoch_exactly_with_shuffling(
     small_spec, tmp_path, monkeypatch, steps_per_epoch, epoch, step
@@ -453,6 +445,7 @@ MIRRORED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_mirrored_two_logical_cpus_first_step_matches_no_strategy(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", MIRRORED, str(tmp_path)],
@@ -493,6 +486,7 @@ def test_table_bytes_per_row_with_optimizer_slots(tmp_path):
     assert emb["slots"] == ["accumulator"]
 
 
+@pytest.mark.slow
 def test_parameter_server_prototype_matches_single_process():
     proc = subprocess.run(
         [

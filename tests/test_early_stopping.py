@@ -194,6 +194,7 @@ def _parts_add_up(m: dict, logit: np.ndarray) -> None:
     assert np.var(logit) == pytest.approx(variance, rel=1e-3)
 
 
+@pytest.mark.slow
 def test_resumed_run_knows_the_best_so_far_and_reports_parts_that_add_up(tmp_path):
     config = _config(tmp_path, epochs=2, early_stopping_patience=5)
     train_lib.train_and_evaluate(dataclasses.replace(config, export_base=""))

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import run_script
 
 from wdl_tf import checkpoints, export_lib, input_pipeline, train_lib, verify_export
 from wdl_tf import features as fs
@@ -222,6 +223,7 @@ def test_method_names_are_what_tf_serving_checks(exported):
     ) == fingerprinting_utils.singleprint_from_fingerprint_proto(path)
 
 
+@pytest.mark.slow
 def test_verification_rejects_wrong_predictions_and_publishes_nothing(exported, tmp_path):
     spec, preprocessor, model, raw, path, _ = exported
     inputs = export_lib.raw_inputs(spec, raw)
@@ -327,6 +329,7 @@ def test_tfsmlayer_loads_the_export(exported):
     )
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_the_signatures(exported):
     *_, path, _ = exported
     cli = shutil.which("saved_model_cli") or os.path.join(
@@ -551,7 +554,6 @@ def test_check_export_base_refuses_a_read_only_directory(tmp_path):
             (tmp_path / "ro").chmod(0o755)
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_TRAIN = [
     "--dataset=census_synthetic",
     "--synthetic_rows=400",
@@ -562,15 +564,7 @@ TINY_TRAIN = [
 
 
 def _train(*flags):
-    return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "train.py"), *TINY_TRAIN, *flags],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-        # This checkout's wdl_tf, not an installed one (sys.path[0] is scripts/).
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT),
-    )
+    return run_script("train", *TINY_TRAIN, *flags, timeout=600)
 
 
 @pytest.mark.slow

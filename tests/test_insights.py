@@ -11,12 +11,11 @@ import html.parser
 import io
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import run_script
 
 from wdl_tf import config as config_lib
 from wdl_tf import evaluate_lib, explain, importance, report, samples, train_lib
@@ -24,7 +23,6 @@ from wdl_tf import features as fs
 from wdl_tf import model as model_lib
 from wdl_tf import preprocessing as pp
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPTIONS = importance.ImportanceOptions(repeats=2, max_rows=500, top_tokens=5)
 
 
@@ -225,26 +223,16 @@ def test_report_bad_input_is_named(tmp_path):
 @pytest.mark.slow
 def test_scripts_write_their_files(runs, tmp_path):
     cmp_dir, joint = runs
-    env = dict(os.environ, PYTHONPATH=ROOT)
     out = tmp_path / "imp.json"
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "importance.py"), f"--model_dir={joint}",
-         "--repeats=1", "--max_rows=200", f"--output={out}"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+    proc = run_script("importance", f"--model_dir={joint}", "--repeats=1", "--max_rows=200",
+                      f"--output={out}")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.load(open(out))["repeats"] == 1
     assert (tmp_path / "imp.png").read_bytes().startswith(b"\x89PNG")
     html_path = tmp_path / "r.html"
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "report.py"), f"--model_dir={cmp_dir}",
-         "--importance_repeats=0", "--max_rows=200", f"--output={html_path}"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+    proc = run_script("report", f"--model_dir={cmp_dir}", "--importance_repeats=0",
+                      "--max_rows=200", f"--output={html_path}")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert html_path.read_text().count("data:image/png;base64,") == 4
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "report.py"), f"--model_dir={tmp_path}"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+    proc = run_script("report", f"--model_dir={tmp_path}")
     assert proc.returncode == 2 and "is neither a model dir" in proc.stderr

@@ -8,13 +8,12 @@ from __future__ import annotations
 import csv
 import math
 import os
-import subprocess
-import sys
 import types
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import run_script
 
 from wdl_tf import config as config_lib
 from wdl_tf import features as fs
@@ -22,9 +21,6 @@ from wdl_tf import input_pipeline as ip
 from wdl_tf import model as model_lib
 from wdl_tf import train_lib
 from wdl_tf.datasets import movielens as ml
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "scripts", "prepare_movielens.py")
 
 MOVIES = """\
 movieId,title,genres
@@ -282,17 +278,10 @@ def test_malformed_files_name_the_line(tmp_path):
 
 
 def _run_script(*flags):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(
-        [sys.executable, SCRIPT, *flags],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        cwd=ROOT,
-    )
+    return run_script("prepare_movielens", *flags, timeout=120)
 
 
+@pytest.mark.slow
 def test_script_prints_files_and_counts_and_exits_2_on_missing_files(tmp_path):
     data_dir = write_grouplens(tmp_path / "ml")
     out = tmp_path / "out"

@@ -684,6 +684,7 @@ def mirrored_result():
     return json.loads(lines[-1][len("RESULT ") :])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ftrl", "adagrad"])
 def test_mirrored_strategy_matches_summed_gradient(mirrored_result, name):
     result = mirrored_result[name]

@@ -2,19 +2,14 @@
 files round-trip, bad values are named."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 from google.protobuf import text_format
+from helpers import run_script
 from tensorflow_serving.config import model_server_config_pb2
 
 from tf_serving import config as cfg
 from tf_serving import launch
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SERVE = os.path.join(ROOT, "scripts", "serve.py")
-
 
 # ----------------------------------------------------------------------------------------
 # models.config
@@ -349,29 +344,26 @@ def test_serve_plan_real_docker_and_local(tmp_path):
         launch.make_plan(model_base_path=str(export), model_name="a/b", binary="tfs")
 
 
+@pytest.mark.slow
 def test_serve_script_dry_run_prints_the_docker_command(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            SERVE,
-            f"--model_base_path={tmp_path}",
-            "--docker",
-            "--dry_run",
-            "--enable_batching",
-            "--allowed_batch_sizes=32,16,128",
-            f"--config_dir={tmp_path}/cfg",
-        ],
-        capture_output=True,
-        text=True,
+    proc = run_script(
+        "serve",
+        f"--model_base_path={tmp_path}",
+        "--docker",
+        "--dry_run",
+        "--enable_batching",
+        "--allowed_batch_sizes=32,16,128",
+        f"--config_dir={tmp_path}/cfg",
         timeout=60,
     )
     assert proc.returncode != 0
     assert "must be increasing, but 16 follows 32" in proc.stderr
-    proc = subprocess.run(
-        [sys.executable, SERVE, f"--model_base_path={tmp_path}", "--docker", "--dry_run"]
-        + [f"--config_dir={tmp_path}/cfg"],
-        capture_output=True,
-        text=True,
+    proc = run_script(
+        "serve",
+        f"--model_base_path={tmp_path}",
+        "--docker",
+        "--dry_run",
+        f"--config_dir={tmp_path}/cfg",
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr

@@ -9,12 +9,11 @@ import dataclasses
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import run_script
 from tensorflow_serving.apis import (
     classification_pb2,
     predict_pb2,
@@ -25,9 +24,6 @@ from tf_serving.request_log import RequestLogConfig, RequestLogWriter
 from wdl_tf import datasets, input_pipeline, samples, skew
 from wdl_tf import features as fs
 from wdl_tf import preprocessing as pp
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SKEW_REPORT = os.path.join(ROOT, "scripts", "skew_report.py")
 
 
 @pytest.fixture(scope="module")
@@ -268,20 +264,13 @@ def test_script_exits_one_on_skew_and_zero_without(census, tmp_path):
             fields[country] = "Atlantis"
         out.append(",".join(fields))
     shifted.write_text("\n".join(out) + "\n")
-    env = dict(os.environ, PYTHONPATH=ROOT)
     report = tmp_path / "skew.json"
-    proc = subprocess.run(
-        [sys.executable, SKEW_REPORT, f"--training_stats={model_dir}", f"--rows={shifted}",
-         f"--output={report}"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+    proc = run_script(
+        "skew_report", f"--training_stats={model_dir}", f"--rows={shifted}", f"--output={report}"
+    )
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "FLAGGED native_country: OOV rate" in proc.stdout
     assert json.load(open(report))["passed"] is False
-    proc = subprocess.run(
-        [sys.executable, SKEW_REPORT, f"--training_stats={model_dir}",
-         f"--rows={ds.eval_files[0]}"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+    proc = run_script("skew_report", f"--training_stats={model_dir}", f"--rows={ds.eval_files[0]}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert proc.stdout.rstrip().endswith("PASSED")

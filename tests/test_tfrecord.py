@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import gzip
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import run_script
 
 from wdl_tf import features as fs
 from wdl_tf import input_pipeline as ip
 from wdl_tf import tfrecord
 from wdl_tf.datasets import CENSUS_TRAIN, criteo
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def every_kind_spec() -> fs.FeatureSpec:
@@ -154,21 +151,16 @@ def test_bad_row_fails_and_leaves_no_files(tmp_path):
     assert [count_records(f) for f in result.files] == [2, 2]
 
 
+@pytest.mark.slow
 def test_convert_script(tmp_path):
     csv = criteo.write_synthetic(str(tmp_path), 50, seed=1)[0]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "scripts", "convert_to_tfrecord.py"),
-            "--feature_spec=criteo",
-            f"--input={tmp_path}/*.tsv",
-            f"--output_prefix={tmp_path}/tfr/part",
-            "--num_shards=2",
-        ],
-        capture_output=True,
-        text=True,
+    proc = run_script(
+        "convert_to_tfrecord",
+        "--feature_spec=criteo",
+        f"--input={tmp_path}/*.tsv",
+        f"--output_prefix={tmp_path}/tfr/part",
+        "--num_shards=2",
         timeout=120,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     shards = [f"{tmp_path}/tfr/part-0000{i}-of-00002.tfrecord.gz" for i in range(2)]

@@ -3,16 +3,14 @@
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 from absl import flags
+from helpers import run_script
 
 from wdl_tf import cli, tune_lib
 from wdl_tf.config import DataConfig, ModelConfig, preset
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = 600
 SPACE = {
     "linear_learning_rate": {"min": 0.01, "max": 1.0, "log": True},
@@ -235,29 +233,19 @@ def test_hyperband_resumes_and_continues_the_best_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_tune_script_then_train_with_best_flags(tmp_path):
-    # PYTHONPATH: the scripts import this checkout's package, whatever is pip-installed.
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
     tune_dir = tmp_path / "tune"
-    tune = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "scripts", "tune.py"),
-            "--dataset=census_synthetic",
-            f"--synthetic_rows={ROWS}",
-            "--epochs=1",
-            "--batch_size=128",
-            "--algorithm=bayesian",
-            "--max_trials=2",
-            "--initial_points=1",  # the second trial comes from the Gaussian process
-            "--tune_params=linear_learning_rate,dnn_learning_rate",
-            "--hidden_units=4",
-            f"--tune_dir={tune_dir}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=ROOT,
+    tune = run_script(
+        "tune",
+        "--dataset=census_synthetic",
+        f"--synthetic_rows={ROWS}",
+        "--epochs=1",
+        "--batch_size=128",
+        "--algorithm=bayesian",
+        "--max_trials=2",
+        "--initial_points=1",  # the second trial comes from the Gaussian process
+        "--tune_params=linear_learning_rate,dnn_learning_rate",
+        "--hidden_units=4",
+        f"--tune_dir={tune_dir}",
     )
     assert tune.returncode == 0, tune.stderr[-3000:]
     assert "trial 1/2 [0] linear_learning_rate=" in tune.stdout
@@ -265,20 +253,12 @@ def test_tune_script_then_train_with_best_flags(tmp_path):
     assert "| rank | trial | validation AUC |" in tune.stdout
     best = _json(tune_dir / "results.json")["best"]
 
-    train = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "scripts", "train.py"),
-            f"--flagfile={tune_dir / 'best.flags'}",
-            f"--model_dir={tmp_path / 'final'}",
-            "--export_base=",
-            "--verbose=0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=ROOT,
+    train = run_script(
+        "train",
+        f"--flagfile={tune_dir / 'best.flags'}",
+        f"--model_dir={tmp_path / 'final'}",
+        "--export_base=",
+        "--verbose=0",
     )
     assert train.returncode == 0, train.stderr[-3000:]
     config = _json(tmp_path / "final" / "config.json")

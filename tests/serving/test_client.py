@@ -34,7 +34,6 @@ from wdl_tf.ports import free_port
 
 from .conftest import wait_for
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL = "census"
 
 

@@ -20,6 +20,8 @@ from wdl_tf import config as config_lib
 from wdl_tf import explain, input_pipeline, train_lib
 from wdl_tf import features as fs
 
+pytestmark = pytest.mark.slow  # trains a model and starts a server
+
 
 @pytest.fixture(scope="module")
 def apps_model(tmp_path_factory):
