@@ -3,45 +3,31 @@ SavedModel and its model dir give the same metrics; defaults; bad flags are name
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import subprocess
-import sys
 import types
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import ROOT, run_script
 
 from wdl_tf import config as config_lib
-from wdl_tf import evaluate_lib, export_lib, input_pipeline, train_lib
+from wdl_tf import evaluate_lib
 from wdl_tf import features as fs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EVALUATE = os.path.join(ROOT, "scripts", "evaluate.py")
 USER = "occupation"  # the census twin has no user id; occupation groups rows into "users"
+EVAL_ROWS = 1000  # the test preset's census twin: 2,000 training rows, 1,000 eval rows
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """(model_dir, SavedModel path, eval file, training metrics) of a 1-epoch tiny model.
-
-    No export in training (its dry run in a fresh process is slow): the SavedModel is
-    written from the model dir's checkpoint with export_lib.write_saved_model.
-    """
-    tmp = tmp_path_factory.mktemp("evaluate")
-    config = config_lib.preset("test", model_dir=str(tmp / "model"), export_base="", epochs=1)
-    config = dataclasses.replace(config, data=dataclasses.replace(config.data, synthetic_rows=1000))
-    result = train_lib.train_and_evaluate(config)
-    _, spec, preprocessor, model = evaluate_lib.load_model_dir(config.model_dir)
-    data = os.path.join(config.model_dir, "synthetic_data")
+def trained(census_export):
+    """(model_dir, SavedModel path, eval file, training metrics) of the suite's tiny trained
+    census model (conftest's ``census_export``): its model dir and the version it published."""
+    model_dir = census_export.config.model_dir
+    data = os.path.join(model_dir, "synthetic_data")
     eval_file = os.path.join(data, next(f for f in os.listdir(data) if "test" in f))
-    raw, _ = next(iter(input_pipeline.read_raw(spec, eval_file, input_pipeline.ReadOptions(8))))
-    model(preprocessor(raw))  # builds the preprocessor's layers, as export_model does
-    saved = str(tmp / "saved" / "1")
-    export_lib.write_saved_model(spec, preprocessor, model, saved)
-    return config.model_dir, saved, eval_file, result.metrics
+    return model_dir, census_export.export_path, eval_file, census_export.metrics
 
 
 def test_saved_model_and_model_dir_agree(trained):
@@ -53,7 +39,7 @@ def test_saved_model_and_model_dir_agree(trained):
     from_dir = evaluate_lib.evaluate_model_dir(
         model_dir, eval_file, batch_size=512, user_feature=USER, k=5
     )
-    assert from_saved["examples"] == from_dir["examples"] == 500
+    assert from_saved["examples"] == from_dir["examples"] == EVAL_ROWS
     assert from_saved["auc"] == pytest.approx(from_dir["auc"], abs=1e-6)
     assert from_saved["log_loss"] == pytest.approx(from_dir["log_loss"], abs=1e-5)
     # ... and the model dir's own evaluation at the end of training.
@@ -65,7 +51,7 @@ def test_saved_model_and_model_dir_agree(trained):
     assert ranking_saved == pytest.approx(ranking_dir, abs=1e-6)
     assert 0.5 < ranking_dir["gauc"] <= 1.0 and ranking_dir["users"] > 1
     calibration = from_dir["calibration"]
-    assert sum(b["count"] for b in calibration["bins"]) == 500
+    assert sum(b["count"] for b in calibration["bins"]) == EVAL_ROWS
     assert 0.0 <= calibration["ece"] < 0.5
     assert from_saved["calibration"]["ece"] == pytest.approx(calibration["ece"], abs=1e-5)
     # Without a user feature: no ranking section.
@@ -160,17 +146,10 @@ def test_write_json_atomic_leaves_no_temp_file(tmp_path):
 
 
 def _run(*flags, cwd=ROOT):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(
-        [sys.executable, EVALUATE, *flags],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=cwd,
-    )
+    return run_script("evaluate", *flags, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_script_writes_the_metrics_json(trained, tmp_path):
     _, saved, eval_file, train_metrics = trained
     output = tmp_path / "out" / "metrics.json"
@@ -185,12 +164,13 @@ def test_script_writes_the_metrics_json(trained, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = json.loads(output.read_text())
     assert json.loads(proc.stdout) == written
-    assert written["saved_model"] == saved and written["examples"] == 500
+    assert written["saved_model"] == saved and written["examples"] == EVAL_ROWS
     assert {"ndcg@4", "hit_rate@4", "map@4", "gauc"} <= set(written["ranking"])
     assert "ece" in written["calibration"]
     assert written["auc"] == pytest.approx(train_metrics["auc"], abs=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "flags, message",
     [

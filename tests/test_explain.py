@@ -8,22 +8,18 @@ import dataclasses
 import functools
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import run_script
 
-from wdl_tf import config as config_lib
-from wdl_tf import explain, export_lib, input_pipeline, samples, train_lib
+from wdl_tf import explain, export_lib, input_pipeline, samples
 from wdl_tf import features as fs
 from wdl_tf import model as model_lib
 from wdl_tf import preprocessing as pp
 from wdl_tf.datasets import apps
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXPLAIN = os.path.join(ROOT, "scripts", "explain.py")
 ATOL = 1e-5
 
 
@@ -33,17 +29,13 @@ def _eval_file(model_dir: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def census(tmp_path_factory):
-    """A 1-epoch tiny Wide & Deep census model, exported (dry run included) by training."""
-    tmp = tmp_path_factory.mktemp("explain")
-    config = config_lib.preset(
-        "test", model_dir=str(tmp / "model"), export_base=str(tmp / "export"), epochs=1
-    )
-    config = dataclasses.replace(config, data=dataclasses.replace(config.data, synthetic_rows=1000))
-    result = train_lib.train_and_evaluate(config)
-    spec = fs.load(os.path.join(config.model_dir, "feature_spec.json"))
-    sample = samples.read_rows(spec, _eval_file(config.model_dir), max_rows=40)
-    return config.model_dir, result.export_path, spec, sample
+def census(census_export):
+    """The suite's tiny Wide & Deep census model (conftest's ``census_export``), exported
+    (dry run included) by training: (model dir, export path, spec, 40 eval rows)."""
+    model_dir = census_export.config.model_dir
+    spec = fs.load(os.path.join(model_dir, "feature_spec.json"))
+    sample = samples.read_rows(spec, _eval_file(model_dir), max_rows=40)
+    return model_dir, census_export.export_path, spec, sample
 
 
 @functools.cache
@@ -214,12 +206,7 @@ def test_script_ranks_contributions_and_names_a_deep_only_model(census, deep_exp
     }  # fmt: skip
     rows.write_text(",".join(names) + "\n" + ",".join(values[n] for n in names) + "\n")
     out_json = tmp_path / "explained.json"
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run(
-        [sys.executable, EXPLAIN, f"--saved_model={path}", f"--input={rows}",
-         f"--output={out_json}"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+    proc = run_script("explain", f"--saved_model={path}", f"--input={rows}", f"--output={out_json}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "row 0: probability" in proc.stdout
     assert "education_X_occupation" in proc.stdout and "Doctorate × Prof-specialty" in proc.stdout
@@ -228,10 +215,11 @@ def test_script_ranks_contributions_and_names_a_deep_only_model(census, deep_exp
     magnitudes = [abs(c["contribution"]) for c in explained["contributions"]]
     assert magnitudes == sorted(magnitudes, reverse=True)
 
-    proc = subprocess.run(
-        [sys.executable, EXPLAIN, f"--saved_model={deep_export}", f"--input={rows}",
-         f"--feature_spec={path}/assets.extra/feature_spec.json"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+    proc = run_script(
+        "explain",
+        f"--saved_model={deep_export}",
+        f"--input={rows}",
+        f"--feature_spec={path}/assets.extra/feature_spec.json",
+    )
     assert proc.returncode == 2
     assert "deep-only model: it has no wide part" in proc.stderr
