@@ -4,6 +4,11 @@ Exports made during the suite run their pre-publish checks in the exporting proc
 (`export_lib.VERIFY_IN_PROCESS_ENV`): the same checks as the fresh process, without a new
 interpreter and TensorFlow import per export. Subprocesses the tests start inherit it.
 `tests/test_export.py` runs the fresh-process path itself.
+
+``-m "not slow"`` is the quick loop: the ``slow`` marker is on tests that start subprocesses
+or servers or train several models; the benchmark tests and those that use the session
+server (``served``, in ``tests/serving/conftest.py``) get it here. Shared helpers (the
+repository root, ``run_script``) are in ``tests/helpers.py``.
 """
 
 from __future__ import annotations
@@ -14,6 +19,18 @@ import os
 import pytest
 
 os.environ.setdefault("WDL_TF_VERIFY_IN_PROCESS", "1")  # export_lib.VERIFY_IN_PROCESS_ENV
+
+
+# Slow without a marker of their own: tests that use one of these fixtures (directly or
+# through another fixture), and every test in a benchmark test file (test_benchmark_*.py).
+SLOW_FIXTURES = frozenset({"served"})
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        benchmark = os.path.basename(str(item.path)).startswith("test_benchmark_")
+        if benchmark or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @dataclasses.dataclass(frozen=True)
