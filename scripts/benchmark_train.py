@@ -1,6 +1,8 @@
-"""Training-speed benchmark: optimizers, end-to-end examples/s, input pipeline, roofline, memory.
+"""Training-speed benchmark: optimizers, end-to-end examples/s, input pipeline, roofline, memory,
+training from files (uncached and with the encoded cache).
 
     python scripts/benchmark_train.py --output_json=/tmp/bench.json --output_md=/tmp/bench.md
+    python scripts/benchmark_train.py --sections=from_files   # one part only
     python scripts/benchmark_train.py --quick --output_json=/tmp/quick.json   # < 60 s, tiny
 
 Flag wiring only: what is measured and how is `wdl_tf.benchmarks.train_bench` (its sections
@@ -21,7 +23,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 from wdl_tf.benchmarks import train_bench, train_e2e, train_report  # noqa: E402
-from wdl_tf.benchmarks.train_settings import FIELDS, IMPLEMENTATIONS, resolve_settings  # noqa: E402
+from wdl_tf.benchmarks.train_settings import (  # noqa: E402
+    FIELDS,
+    IMPLEMENTATIONS,
+    SECTIONS,
+    resolve_settings,
+)
 
 FLAGS = flags.FLAGS
 
@@ -73,6 +80,15 @@ def define_flags() -> None:
     flags.DEFINE_float("matmul_seconds", 3.0, "Timed seconds per matmul size (>= 3 products).")
     flags.DEFINE_integer("csv_files", 4, "Synthetic CSV files.")
     flags.DEFINE_integer("tfrecord_shards", 8, "TFRecord shards (uncompressed).")
+    flags.DEFINE_list(
+        "sections",
+        list(SECTIONS),
+        f"Parts to run: {SECTIONS}. from_files: train.py's path (files → parse → preprocess "
+        "→ train) per format, uncached and with the encoded cache.",
+    )
+    flags.DEFINE_integer(
+        "files_epochs", 3, "from_files: cached epochs (1 writes, 2+ read); uncached: 2."
+    )
     flags.DEFINE_bool("isolate", True, "Run each end-to-end configuration in a subprocess.")
     flags.DEFINE_integer("config_timeout", 420, "Seconds before a configuration is abandoned.")
     flags.DEFINE_string("worker", None, "Internal: run one configuration from this job file.")

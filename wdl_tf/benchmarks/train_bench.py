@@ -17,6 +17,10 @@ One run reports, side by side:
    MLP-bound examples/s and the share of it that training reaches.
 5. Peak memory of each configuration's process (and of this one): ``VmHWM`` and
    ``resource.getrusage(RUSAGE_SELF).ru_maxrss``.
+6. Training from files as train.py does (`train_files`): CSV, gzip CSV and TFRecord, per
+   epoch, uncached and with the encoded cache, against the pre-encoded rate.
+
+``Settings.sections`` picks which of 1-4 and 6 run (5 reports whatever ran).
 
 The Markdown of the report is `train_report`'s.
 """
@@ -31,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from wdl_tf.benchmarks import env, train_e2e
+from wdl_tf.benchmarks import env, train_e2e, train_files
 from wdl_tf.benchmarks.baselines import tf_keras_description
 from wdl_tf.benchmarks.train_data import prepare_data
 from wdl_tf.benchmarks.train_settings import PIPELINE_TARGET_RATIO, Settings
@@ -258,48 +262,55 @@ def mlp_flops(settings: Settings, data: dict) -> dict[str, Any]:
 
 
 def summarize(report: dict) -> None:
-    """Adds the derived numbers: pipeline/training ratios and the roofline fractions."""
-    roof = report["roofline"]
-    limit = roof["gflops"] * 1e9 / roof["train_flops_per_example"]
-    roof["limit_examples_per_s"] = limit
-    roof["limit_examples_per_s_median"] = (
-        roof["gflops_median"] * 1e9 / roof["train_flops_per_example"]
-    )
-    roof["achieved"] = []
-    for r in report["end_to_end"]["results"]:
-        if r.get("status") == "ok":
-            r["fraction_of_mlp_limit"] = r["examples_per_s"] / limit
-            roof["achieved"].append(
-                {
-                    "implementation": r["implementation"],
-                    "hash_buckets": r["hash_buckets"],
-                    "examples_per_s": r["examples_per_s"],
-                    "fraction": r["fraction_of_mlp_limit"],
-                }
-            )
-    pipe = report["input_pipeline"]
-    pipe["ratios"] = []
-    for r in report["end_to_end"]["results"]:
-        if r["implementation"] == "wdl_tf" and r.get("status") == "ok":
-            pipe["ratios"].append(
-                {
-                    "hash_buckets": r["hash_buckets"],
-                    "train_examples_per_s": r["examples_per_s"],
-                    "csv_ratio": pipe["csv"]["examples_per_s"] / r["examples_per_s"],
-                    "tfrecord_ratio": pipe["tfrecord"]["examples_per_s"] / r["examples_per_s"],
-                }
-            )
-    pipe["target_ratio"] = PIPELINE_TARGET_RATIO
-    mem = report["memory"]
-    mem["per_config"] = [
+    """Adds the derived numbers of the sections that ran: pipeline/training ratios, the
+    roofline fractions, each configuration's memory."""
+    e2e = report.get("end_to_end", {}).get("results", [])
+    roof = report.get("roofline")
+    if roof:
+        limit = roof["gflops"] * 1e9 / roof["train_flops_per_example"]
+        roof["limit_examples_per_s"] = limit
+        roof["limit_examples_per_s_median"] = (
+            roof["gflops_median"] * 1e9 / roof["train_flops_per_example"]
+        )
+        roof["achieved"] = []
+        for r in e2e:
+            if r.get("status") == "ok":
+                r["fraction_of_mlp_limit"] = r["examples_per_s"] / limit
+                roof["achieved"].append(
+                    {
+                        "implementation": r["implementation"],
+                        "hash_buckets": r["hash_buckets"],
+                        "examples_per_s": r["examples_per_s"],
+                        "fraction": r["fraction_of_mlp_limit"],
+                    }
+                )
+    pipe = report.get("input_pipeline")
+    if pipe:
+        pipe["ratios"] = []
+        for r in e2e:
+            if r["implementation"] == "wdl_tf" and r.get("status") == "ok":
+                pipe["ratios"].append(
+                    {
+                        "hash_buckets": r["hash_buckets"],
+                        "train_examples_per_s": r["examples_per_s"],
+                        "csv_ratio": pipe["csv"]["examples_per_s"] / r["examples_per_s"],
+                        "tfrecord_ratio": pipe["tfrecord"]["examples_per_s"] / r["examples_per_s"],
+                    }
+                )
+        pipe["target_ratio"] = PIPELINE_TARGET_RATIO
+    configs = [("", r) for r in e2e] + [
+        ("from files: ", r) for r in report.get("from_files", {}).get("results", [])
+    ]
+    report["memory"]["per_config"] = [
         {
             "implementation": r["implementation"],
+            "label": label,
             "hash_buckets": r["hash_buckets"],
             "peak_rss_mib": r.get("peak_rss_mib"),
             "ru_maxrss_mib": r.get("ru_maxrss_mib"),
             **({"gpu_peak_mib": r["gpu_peak_mib"]} if "gpu_peak_mib" in r else {}),
         }
-        for r in report["end_to_end"]["results"]
+        for label, r in configs
     ]
 
 
@@ -326,20 +337,30 @@ def run_benchmark(settings: Settings) -> dict[str, Any]:
         return out
 
     report["data"] = data = section("data", "preparing data", prepare_data, settings)
-    report["optimizer_step"] = section(
-        "optimizer_step", "1. optimizer steps", bench_optimizers, settings
-    )
-    report["roofline"] = {
-        **section("roofline", "4. matmul", bench_matmul, settings),
-        **mlp_flops(settings, data),
-    }
-    report["input_pipeline"] = section(
-        "input_pipeline", "3. input pipeline", bench_input_pipeline, settings, data
-    )
-    report["end_to_end"] = section(
-        "end_to_end", "2. end-to-end training", train_e2e.bench_training, settings, data
-    )
-    report["end_to_end"]["tf_keras_build"] = tf_keras_description(settings)
+    run = set(settings.sections)
+    if "optimizer_step" in run:
+        report["optimizer_step"] = section(
+            "optimizer_step", "1. optimizer steps", bench_optimizers, settings
+        )
+    if "roofline" in run:
+        report["roofline"] = {
+            **section("roofline", "4. matmul", bench_matmul, settings),
+            **mlp_flops(settings, data),
+        }
+    if "input_pipeline" in run:
+        report["input_pipeline"] = section(
+            "input_pipeline", "3. input pipeline", bench_input_pipeline, settings, data
+        )
+    if "end_to_end" in run:
+        report["end_to_end"] = section(
+            "end_to_end", "2. end-to-end training", train_e2e.bench_training, settings, data
+        )
+    if "end_to_end" in run or "from_files" in run:
+        report["tf_keras_build"] = tf_keras_description(settings)
+    if "from_files" in run:
+        report["from_files"] = section(
+            "from_files", "6. training from files", train_files.bench_from_files, settings, data
+        )
     rss = env.peak_rss()
     report["memory"] = {
         "parent_peak_rss_mib": rss["ru_maxrss_mib"],

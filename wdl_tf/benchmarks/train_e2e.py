@@ -180,16 +180,19 @@ def _tail(text: str, n: int = 1500) -> str:
     return text[-n:].strip()
 
 
-def run_config_subprocess(job: dict, timeout: int, log_dir: str) -> dict:
-    """One configuration in a fresh Python process (so RSS and TF state are its own)."""
+def run_config_subprocess(
+    job: dict, timeout: int, log_dir: str, module: str = "wdl_tf.benchmarks.train_e2e"
+) -> dict:
+    """One configuration in a fresh Python process (so RSS and TF state are its own):
+    ``python -m <module> JOB_FILE``, whose ``worker_main`` writes the result file."""
     base = {"implementation": job["implementation"], "hash_buckets": job["hash_buckets"]}
-    name = f"{job['implementation']}_hb{job['hash_buckets']}"
+    name = f"{module.rsplit('.', 1)[-1]}_{job['implementation']}_hb{job['hash_buckets']}"
     job_path = os.path.join(log_dir, f"{name}.job.json")
     job = {**job, "result_path": os.path.join(log_dir, f"{name}.result.json")}
     with open(job_path, "w") as f:
         json.dump(job, f)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "wdl_tf.benchmarks.train_e2e", job_path]  # worker_main
+    cmd = [sys.executable, "-m", module, job_path]  # its worker_main
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)

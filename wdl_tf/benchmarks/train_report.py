@@ -60,136 +60,142 @@ def format_markdown(report: dict) -> str:
         f"(by section: {meta['section_seconds']})",
         "",
     ]
-    opt = report["optimizer_step"]
-    lines += [
-        "## 1. Optimizer step, ms (median)",
-        "",
-        "| table rows | FTRL wdl_tf | FTRL keras | speed-up | AdaGrad wdl_tf | AdaGrad keras "
-        "| speed-up | unique ids / batch |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in opt["results"]:
-        lines.append(
-            f"| {r['rows']:,} | {_fmt(r['ftrl_wdl_tf_ms'])} | {_fmt(r['ftrl_keras_ms'])} "
-            f"| {r['ftrl_speedup']:.1f}× | {_fmt(r['adagrad_wdl_tf_ms'])} "
-            f"| {_fmt(r['adagrad_keras_ms'])} | {r['adagrad_speedup']:.1f}× "
-            f"| {r['unique_ids_mean']:.0f} of {r['ids_per_batch']} |"
-        )
-    lines += ["", f"Method: {opt['method']}.", ""]
+    if "optimizer_step" in report:
+        opt = report["optimizer_step"]
+        lines += [
+            "## 1. Optimizer step, ms (median)",
+            "",
+            "| table rows | FTRL wdl_tf | FTRL keras | speed-up | AdaGrad wdl_tf | AdaGrad keras "
+            "| speed-up | unique ids / batch |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in opt["results"]:
+            lines.append(
+                f"| {r['rows']:,} | {_fmt(r['ftrl_wdl_tf_ms'])} | {_fmt(r['ftrl_keras_ms'])} "
+                f"| {r['ftrl_speedup']:.1f}× | {_fmt(r['adagrad_wdl_tf_ms'])} "
+                f"| {_fmt(r['adagrad_keras_ms'])} | {r['adagrad_speedup']:.1f}× "
+                f"| {r['unique_ids_mean']:.0f} of {r['ids_per_batch']} |"
+            )
+        lines += ["", f"Method: {opt['method']}.", ""]
 
-    e2e = report["end_to_end"]
-    results = e2e["results"]
-    st = meta["settings"]
-    hbs = sorted({r["hash_buckets"] for r in results})
-    impls = [i for i in IMPLEMENTATIONS if any(r["implementation"] == i for r in results)]
-    lines += [
-        "## 2. End-to-end training, examples/s (median of timed windows)",
-        "",
-        f"Model: {st['numeric_features']} numeric + {st['categorical_features']} categorical "
-        f"features, {st['embedding_dim']}-d embeddings, ReLU "
-        f"{'-'.join(map(str, st['hidden_units']))}, batch {st['batch_size']}; FTRL (wide) + "
-        "AdaGrad (deep).",
-        "",
-        "| hash buckets / feature | "
-        + " | ".join(IMPL_TITLES[i] for i in impls)
-        + " | wdl_tf ÷ stock | wdl_tf ÷ tf_keras |",
-        "|---:|" + "---:|" * (len(impls) + 2),
-    ]
-    median = lambda r: r["examples_per_s"]
-    best = lambda r: max(r["window_examples_per_s"])
-    for hb in hbs:
-        ours = _cfg(results, "wdl_tf", hb)
-        cells = [_rate_cell(_cfg(results, i, hb)) for i in impls]
-        for other in ("keras_stock", "tf_keras"):
-            r = _cfg(results, other, hb)
-            cells.append(f"{_ratio(ours, r, median)} ({_ratio(ours, r, best)})")
-        lines.append(f"| {hb:,} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "Cells: median window (best window); ratios: of the medians (of the best windows). On a "
-        "machine shared with other work the best window is the closest to the uncontended rate.",
-        "",
-        "| configuration | ex/s | window range | step ms | windows × steps | warm-up steps "
-        "| first step s | build s | params | peak RSS MiB | % of MLP limit | notes |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for r in results:
-        name = f"{IMPL_TITLES[r['implementation']]} @ {r['hash_buckets']:,}"
-        if r.get("status") != "ok":
-            lines.append(f"| {name} | {_rate_cell(r)} |" + " |" * 10)
-            continue
-        lines.append(
-            f"| {name} | {_fmt(r['examples_per_s'])} "
-            f"| {_fmt(min(r['window_examples_per_s']))}–{_fmt(max(r['window_examples_per_s']))} "
-            f"| {_fmt(r['step_ms'], 1)} "
-            f"| {r['windows']} × {r['window_steps']} | {r['warmup_steps']} "
-            f"| {_fmt(r['first_step_s'], 1)} | {_fmt(r['build_s'], 1)} | {r['params']:,} "
-            f"| {_fmt(r.get('peak_rss_mib'))} | {100 * r['fraction_of_mlp_limit']:.1f}% "
-            f"| {'; '.join(r.get('notes', [])) or ''} |"
-        )
-    lines += [
-        "",
-        f"Feeding: {e2e['feeding']}.",
-        "",
-        f"Timing: {e2e['windows']}.",
-        "",
-        f"(c) {report['end_to_end']['tf_keras_build']}",
-        "",
-    ]
+    if "end_to_end" in report:
+        e2e = report["end_to_end"]
+        results = e2e["results"]
+        st = meta["settings"]
+        hbs = sorted({r["hash_buckets"] for r in results})
+        impls = [i for i in IMPLEMENTATIONS if any(r["implementation"] == i for r in results)]
+        lines += [
+            "## 2. End-to-end training, examples/s (median of timed windows)",
+            "",
+            f"Model: {st['numeric_features']} numeric + {st['categorical_features']} categorical "
+            f"features, {st['embedding_dim']}-d embeddings, ReLU "
+            f"{'-'.join(map(str, st['hidden_units']))}, batch {st['batch_size']}; FTRL (wide) + "
+            "AdaGrad (deep).",
+            "",
+            "| hash buckets / feature | "
+            + " | ".join(IMPL_TITLES[i] for i in impls)
+            + " | wdl_tf ÷ stock | wdl_tf ÷ tf_keras |",
+            "|---:|" + "---:|" * (len(impls) + 2),
+        ]
+        median = lambda r: r["examples_per_s"]
+        best = lambda r: max(r["window_examples_per_s"])
+        for hb in hbs:
+            ours = _cfg(results, "wdl_tf", hb)
+            cells = [_rate_cell(_cfg(results, i, hb)) for i in impls]
+            for other in ("keras_stock", "tf_keras"):
+                r = _cfg(results, other, hb)
+                cells.append(f"{_ratio(ours, r, median)} ({_ratio(ours, r, best)})")
+            lines.append(f"| {hb:,} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "Cells: median window (best window); ratios: of the medians (of the best windows). "
+            "On a machine shared with other work the best window is the closest to the "
+            "uncontended rate.",
+            "",
+            "| configuration | ex/s | window range | step ms | windows × steps | warm-up steps "
+            "| first step s | build s | params | peak RSS MiB | % of MLP limit | notes |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in results:
+            name = f"{IMPL_TITLES[r['implementation']]} @ {r['hash_buckets']:,}"
+            if r.get("status") != "ok":
+                lines.append(f"| {name} | {_rate_cell(r)} |" + " |" * 10)
+                continue
+            lines.append(
+                f"| {name} | {_fmt(r['examples_per_s'])} "
+                f"| {_fmt(min(r['window_examples_per_s']))}–"
+                f"{_fmt(max(r['window_examples_per_s']))} "
+                f"| {_fmt(r['step_ms'], 1)} "
+                f"| {r['windows']} × {r['window_steps']} | {r['warmup_steps']} "
+                f"| {_fmt(r['first_step_s'], 1)} | {_fmt(r['build_s'], 1)} | {r['params']:,} "
+                f"| {_fmt(r.get('peak_rss_mib'))} | {100 * r['fraction_of_mlp_limit']:.1f}% "
+                f"| {'; '.join(r.get('notes', [])) or ''} |"
+            )
+        lines += [
+            "",
+            f"Feeding: {e2e['feeding']}.",
+            "",
+            f"Timing: {e2e['windows']}.",
+            "",
+            f"(c) {report['tf_keras_build']}",
+            "",
+        ]
 
-    pipe = report["input_pipeline"]
-    lines += [
-        "## 3. Input pipeline alone (read + parse + preprocess), examples/s",
-        "",
-        "| source | examples/s | "
-        + " | ".join(f"÷ wdl_tf training @ {r['hash_buckets']:,}" for r in pipe["ratios"])
-        + " | target |",
-        "|---|---:|" + "---:|" * (len(pipe["ratios"]) + 1),
-    ]
-    for source in ("csv", "tfrecord"):
-        ratios = [f"{r[f'{source}_ratio']:.1f}×" for r in pipe["ratios"]]
-        lines.append(
-            f"| {source.upper() if source == 'csv' else 'TFRecord'} "
-            f"| {_fmt(pipe[source]['examples_per_s'])} | "
-            + " | ".join(ratios)
-            + f" | ≥ {PIPELINE_TARGET_RATIO:g}× |"
-        )
-    lines += [
-        "",
-        f"Method: {pipe['method']}. CSV → TFRecord conversion (`wdl_tf.tfrecord.convert`): "
-        f"{_fmt(pipe['tfrecord_conversion_rows_per_s'])} rows/s.",
-        "",
-    ]
+    if "input_pipeline" in report:
+        pipe = report["input_pipeline"]
+        lines += [
+            "## 3. Input pipeline alone (read + parse + preprocess), examples/s",
+            "",
+            "| source | examples/s | "
+            + " | ".join(f"÷ wdl_tf training @ {r['hash_buckets']:,}" for r in pipe["ratios"])
+            + " | target |",
+            "|---|---:|" + "---:|" * (len(pipe["ratios"]) + 1),
+        ]
+        for source in ("csv", "tfrecord"):
+            ratios = [f"{r[f'{source}_ratio']:.1f}×" for r in pipe["ratios"]]
+            lines.append(
+                f"| {source.upper() if source == 'csv' else 'TFRecord'} "
+                f"| {_fmt(pipe[source]['examples_per_s'])} | "
+                + " | ".join(ratios)
+                + f" | ≥ {PIPELINE_TARGET_RATIO:g}× |"
+            )
+        lines += [
+            "",
+            f"Method: {pipe['method']}. CSV → TFRecord conversion (`wdl_tf.tfrecord.convert`): "
+            f"{_fmt(pipe['tfrecord_conversion_rows_per_s'])} rows/s.",
+            "",
+        ]
 
-    roof = report["roofline"]
-    lines += [
-        "## 4. Roofline (MLP-bound limit)",
-        "",
-        "| matmul n | reps | median ms | GFLOP/s (median) | GFLOP/s (best) |",
-        "|---:|---:|---:|---:|---:|",
-    ]
-    for m in roof["matmul"]:
-        lines.append(
-            f"| {m['n']} | {m['reps']} | {_fmt(m['ms_median'], 2)} | {_fmt(m['gflops'], 1)} "
-            f"| {_fmt(m['gflops_best'], 1)} |"
-        )
-    lines += [
-        "",
-        f"- measured float32 matmul: **{roof['gflops']:.1f} GFLOP/s** best, "
-        f"{roof['gflops_median']:.1f} median ({roof['method']})",
-        f"- MLP input width {roof['input_width']} ({roof['input_width_formula']}); "
-        f"{roof['formula']}",
-        f"- FLOPs per example: forward {roof['forward_flops_per_example']:,}, training "
-        f"{roof['train_flops_per_example']:,}",
-        f"- MLP-bound limit = GFLOP/s / training FLOPs per example = "
-        f"**{roof['limit_examples_per_s']:,.0f} examples/s** (with the median GFLOP/s: "
-        f"{roof['limit_examples_per_s_median']:,.0f})",
-    ]
-    for a in roof["achieved"]:
-        lines.append(
-            f"- {IMPL_TITLES[a['implementation']]} @ {a['hash_buckets']:,}: "
-            f"{a['examples_per_s']:,.0f} examples/s = {100 * a['fraction']:.1f}% of the limit"
-        )
+    if "roofline" in report:
+        roof = report["roofline"]
+        lines += [
+            "## 4. Roofline (MLP-bound limit)",
+            "",
+            "| matmul n | reps | median ms | GFLOP/s (median) | GFLOP/s (best) |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for m in roof["matmul"]:
+            lines.append(
+                f"| {m['n']} | {m['reps']} | {_fmt(m['ms_median'], 2)} | {_fmt(m['gflops'], 1)} "
+                f"| {_fmt(m['gflops_best'], 1)} |"
+            )
+        lines += [
+            "",
+            f"- measured float32 matmul: **{roof['gflops']:.1f} GFLOP/s** best, "
+            f"{roof['gflops_median']:.1f} median ({roof['method']})",
+            f"- MLP input width {roof['input_width']} ({roof['input_width_formula']}); "
+            f"{roof['formula']}",
+            f"- FLOPs per example: forward {roof['forward_flops_per_example']:,}, training "
+            f"{roof['train_flops_per_example']:,}",
+            f"- MLP-bound limit = GFLOP/s / training FLOPs per example = "
+            f"**{roof['limit_examples_per_s']:,.0f} examples/s** (with the median GFLOP/s: "
+            f"{roof['limit_examples_per_s_median']:,.0f})",
+        ]
+        for a in roof["achieved"]:
+            lines.append(
+                f"- {IMPL_TITLES[a['implementation']]} @ {a['hash_buckets']:,}: "
+                f"{a['examples_per_s']:,.0f} examples/s = {100 * a['fraction']:.1f}% of the limit"
+            )
     mem = report["memory"]
     lines += [
         "",
@@ -197,19 +203,66 @@ def format_markdown(report: dict) -> str:
         "",
         "| process | peak RSS MiB (VmHWM) | ru_maxrss MiB |",
         "|---|---:|---:|",
-        "| this process (data preparation, sections 1, 3, 4) "
+        "| this process (data preparation, sections 1, 3, 4 that ran) "
         f"| {_fmt(mem['parent_vmhwm_mib'])} | {_fmt(mem['parent_peak_rss_mib'])} |",
     ]
     for c in mem["per_config"]:
         gpu = f" (GPU peak {c['gpu_peak_mib']:,.0f} MiB)" if "gpu_peak_mib" in c else ""
         lines.append(
-            f"| {IMPL_TITLES[c['implementation']]} @ {c['hash_buckets']:,}"
+            f"| {c.get('label', '')}{IMPL_TITLES[c['implementation']]} @ {c['hash_buckets']:,}"
             f" | {_fmt(c['peak_rss_mib'])}{gpu} | {_fmt(c['ru_maxrss_mib'])} |"
         )
     lines += ["", f"Method: {mem['method']}.", ""]
-    if not report["end_to_end"]["isolated"]:
+    if not report["meta"]["settings"]["isolate"]:
         lines += ["Configurations ran in this process: their RSS is cumulative.", ""]
+    if "from_files" in report:
+        lines += files_markdown(report["from_files"])
     return "\n".join(lines)
+
+
+def _epochs_cell(epochs: list[dict]) -> str:
+    return " / ".join(_fmt(e["examples_per_s"]) for e in epochs)
+
+
+def files_markdown(files: dict) -> list[str]:
+    """Section 6: per configuration and format, each epoch's examples/s uncached and cached,
+    the pre-encoded reference, the ratios and the cache's size; then the CSV figure."""
+    target = files["target_ratio"]
+    lines = [
+        "## 6. Training from files (train.py's path), examples/s per epoch",
+        "",
+        "| configuration | format | uncached epochs | cached epochs (1 writes) "
+        "| pre-encoded | cached 2+ ÷ pre-encoded | uncached ÷ pre-encoded | cache on disk |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    figure = []
+    for r in files["results"]:
+        name = f"{IMPL_TITLES[r['implementation']]} @ {r['hash_buckets']:,}"
+        if r.get("status") != "ok":
+            lines.append(f"| {name} | {_rate_cell(r)} |" + " |" * 6)
+            continue
+        for f in r["formats"]:
+            ratio = f.get("cached_ratio")
+            lines.append(
+                f"| {name} | {f['format']} | {_epochs_cell(f['uncached'])} "
+                f"| {_epochs_cell(f['cached'])} | {_fmt(f['pre_encoded_examples_per_s'])} "
+                f"| {'n/a' if ratio is None else f'{ratio:.2f}×'} "
+                f"| {_fmt(f.get('uncached_ratio'), 2)}× "
+                f"| {f['cache_bytes'] / 2**20:,.1f} MiB |"
+            )
+            if f["format"] == "csv" and ratio is not None:
+                met = "met" if ratio >= target else "NOT met"
+                figure.append(
+                    f"- {name}: cached epochs 2+ {_fmt(f['cached_later_examples_per_s'])} ÷ "
+                    f"pre-encoded {_fmt(f['pre_encoded_examples_per_s'])} = **{ratio:.2f}×** "
+                    f"(target ≥ {target:.0%}: {met}); first epoch (writing) "
+                    f"{_fmt(f['cached'][0]['examples_per_s'])}; cache "
+                    f"{f['cache_bytes']:,} bytes"
+                )
+    lines += ["", f"From CSV with the encoded cache (target ≥ {target:.0%} of pre-encoded):", ""]
+    lines += figure or ["- no configuration ran"]
+    lines += ["", f"Method: {files['method']}.", ""]
+    return lines
 
 
 def write_report(report: dict, output_json: str | None, output_md: str | None) -> str:

@@ -16,6 +16,8 @@ IMPL_TITLES = {
     "keras_stock": "Keras 3 stock optimizers",
     "tf_keras": "tf_keras WideDeepModel",
 }
+# The parts of a run, in the order they run (``--sections`` picks some).
+SECTIONS = ("optimizer_step", "roofline", "input_pipeline", "end_to_end", "from_files")
 PIPELINE_TARGET_RATIO = 3.0  # input pipeline examples/s ÷ wdl_tf training examples/s
 
 # ``--quick``: tiny sizes, in-process, for a smoke run (< 60 s); only flags not given change.
@@ -42,6 +44,7 @@ QUICK = dict(
     matmul_seconds=0.2,
     csv_files=2,
     tfrecord_shards=2,
+    files_epochs=2,
     isolate=False,
 )
 
@@ -76,6 +79,8 @@ class Settings:
     matmul_seconds: float
     csv_files: int
     tfrecord_shards: int
+    sections: tuple[str, ...]
+    files_epochs: int
     isolate: bool
     config_timeout: int
 
@@ -114,6 +119,10 @@ def resolve_settings(values: dict[str, Any], given: set[str]) -> Settings:
     unknown = set(implementations) - set(IMPLEMENTATIONS)
     if unknown:
         raise ValueError(f"--implementations: unknown {sorted(unknown)}; use {IMPLEMENTATIONS}")
+    sections = tuple(get("sections"))
+    unknown = set(sections) - set(SECTIONS)
+    if unknown or not sections:
+        raise ValueError(f"--sections: unknown {sorted(unknown)} or none; use {SECTIONS}")
     s = Settings(
         data_dir=get("data_dir"),
         quick=values["quick"],
@@ -143,6 +152,8 @@ def resolve_settings(values: dict[str, Any], given: set[str]) -> Settings:
         matmul_seconds=get("matmul_seconds"),
         csv_files=get("csv_files"),
         tfrecord_shards=get("tfrecord_shards"),
+        sections=tuple(x for x in SECTIONS if x in sections),
+        files_epochs=get("files_epochs"),
         isolate=get("isolate"),
         config_timeout=get("config_timeout"),
     )
@@ -155,6 +166,8 @@ def resolve_settings(values: dict[str, Any], given: set[str]) -> Settings:
         raise ValueError("--max_windows must be >= --min_windows")
     if not (1 <= s.numeric_features <= 13 and 1 <= s.categorical_features <= 26):
         raise ValueError("--numeric_features in [1, 13], --categorical_features in [1, 26]")
+    if s.files_epochs < 2:
+        raise ValueError("--files_epochs must be >= 2 (epoch 1 writes the cache, 2+ read it)")
     if s.warmup_steps < 2:
         raise ValueError("--warmup_steps must be >= 2 (the first step traces)")
     return s
