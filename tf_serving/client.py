@@ -501,7 +501,7 @@ class GrpcClient:
         request = predict_pb2.PredictRequest()
         self._model_spec(request.model_spec, signature_name, version, label)
         for name, arr in _prepare_inputs(inputs, dtypes).items():
-            request.inputs[name].CopyFrom(tensor_proto(arr))
+            tensor_proto(arr, out=request.inputs[name])
         if output_filter:
             request.output_filter.extend(output_filter)
         return request

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
 # numpy dtype (little-endian code) ↔ DataType enum.
 _NUMPY_TO_DT = {
@@ -31,15 +31,20 @@ _NUMPY_TO_DT = {
 _DT_TO_NUMPY = {dt: np.dtype("<" + code) for code, dt in _NUMPY_TO_DT.items()}
 
 
-def tensor_proto(arr: np.ndarray) -> tensor_pb2.TensorProto:
-    """A TensorProto of a numeric array or an object array of bytes."""
+def tensor_proto(
+    arr: np.ndarray, out: tensor_pb2.TensorProto | None = None
+) -> tensor_pb2.TensorProto:
+    """A TensorProto of a numeric array or an object array of bytes.
+
+    ``out``: fill this (empty) proto instead of a new one, e.g. ``request.inputs[name]``,
+    which saves copying a request's tensors into it.
+    """
     arr = np.asarray(arr)
-    proto = tensor_pb2.TensorProto()
-    proto.tensor_shape.CopyFrom(
-        tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d)) for d in arr.shape]
-        )
-    )
+    proto = tensor_pb2.TensorProto() if out is None else out
+    proto.tensor_shape.SetInParent()  # present even for a scalar, as TensorFlow writes it
+    dims = proto.tensor_shape.dim
+    for d in arr.shape:
+        dims.add(size=int(d))
     if arr.dtype == object:
         flat = arr.reshape(-1).tolist()
         if set(map(type, flat)) <= {bytes}:  # one C-level pass over the types
@@ -50,7 +55,8 @@ def tensor_proto(arr: np.ndarray) -> tensor_pb2.TensorProto:
     if enum is None:
         import tensorflow as tf
 
-        return tf.make_tensor_proto(arr)
+        proto.CopyFrom(tf.make_tensor_proto(arr))
+        return proto
     proto.dtype = enum
     proto.tensor_content = np.ascontiguousarray(arr, dtype=_DT_TO_NUMPY[enum]).tobytes()
     return proto
