@@ -237,8 +237,21 @@ def write_saved_model(spec, preprocessor, model, path: str) -> None:
 
 
 def raw_inputs(spec: fs.FeatureSpec, raw: dict[str, tf.Tensor]) -> dict[str, np.ndarray]:
-    """A raw batch (as the input pipeline parses it) as serving_default inputs (numpy)."""
-    return {f.name: np.asarray(raw[f.name]) for f in spec.features}
+    """A raw batch (as the input pipeline parses it) as serving_default inputs (numpy).
+
+    A multivalent feature read from TFRecord is a ragged list per row; the signatures take
+    it as one joined string per row ("a|b|c", the CSV form), so it is joined here.
+    """
+    out = {}
+    for f in spec.features:
+        value = raw[f.name]
+        if isinstance(value, tf.RaggedTensor):
+            if value.ragged_rank > 1:
+                value = value.merge_dims(1, -1)
+            tokens = value if value.dtype == tf.string else tf.strings.as_string(value)
+            value = tf.strings.reduce_join(tokens, axis=1, separator=f.separator)[:, None]
+        out[f.name] = np.asarray(value)
+    return out
 
 
 def serialized_examples(spec: fs.FeatureSpec, inputs: dict[str, np.ndarray]) -> np.ndarray:

@@ -17,7 +17,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from tf_serving.server import ModelServer
 from tf_serving.tensors import tensor_array, tensor_proto
 from wdl_tf import config as config_lib
-from wdl_tf import explain, input_pipeline, train_lib
+from wdl_tf import explain, export_lib, input_pipeline, train_lib
 from wdl_tf import features as fs
 
 pytestmark = pytest.mark.slow  # trains a model and starts a server
@@ -41,11 +41,12 @@ def apps_model(tmp_path_factory):
     raw, _ = next(
         iter(input_pipeline.read_raw(spec, eval_files, input_pipeline.ReadOptions(batch_size=4)))
     )
+    columns = export_lib.raw_inputs(spec, raw)  # lists read from TFRecord joined as "a|b"
     rows = []
     for i in range(4):
         row = {}
         for f in spec.features:
-            value = raw[f.name].numpy()[i, 0]
+            value = columns[f.name][i, 0]
             row[f.name] = value.decode() if isinstance(value, bytes) else value.item()
         rows.append(row)
     assert any("|" in row["installed_apps"] for row in rows)  # real lists, not single apps
