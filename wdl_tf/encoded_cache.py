@@ -49,6 +49,7 @@ DIRNAME = "encoded_cache"
 SHARDS = 8
 # Rows per element written to the cache (parsing and preprocessing run on batches this big).
 WRITE_BATCH = 1024
+AUTOTUNE = tf.data.AUTOTUNE
 _KEY_VERSION = 1  # bump when the cached elements' layout changes
 
 
@@ -136,13 +137,12 @@ def for_run(model_dir: str, files, spec, state, read_options) -> EncodedCache:
     return cache
 
 
-def _cached_rows(encoded: tf.data.Dataset, cache: EncodedCache, seed: int) -> tf.data.Dataset:
-    """Encoded batches in file order → the same rows, one per element, through the cache.
+def _cached_blocks(encoded: tf.data.Dataset, cache: EncodedCache, seed: int) -> tf.data.Dataset:
+    """Encoded blocks in file order → the same blocks, through the cache.
 
-    ``encoded`` yields (inputs dict of [B, ...] tensors, label [B, 1]) in file order; the
-    result yields (inputs dict of [...] tensors, label [1]) rows: written to the snapshot
-    on the first full pass, read from it on the following ones (shards in an order
-    shuffled with ``seed``).
+    ``encoded`` yields (inputs dict of [B, ...] tensors, label [B, 1]) in file order: written
+    to the snapshot on the first full pass (as they come), read from it on the following
+    ones (shards in an order shuffled with ``seed``, interleaved block by block).
     """
 
     def shard(index, element):
@@ -153,25 +153,68 @@ def _cached_rows(encoded: tf.data.Dataset, cache: EncodedCache, seed: int) -> tf
         return shards.interleave(lambda d: d, cycle_length=SHARDS, block_length=1)
 
     ds = encoded.enumerate().snapshot(cache.path, shard_func=shard, reader_func=read)
-    return ds.map(lambda index, element: element).unbatch()
+    return ds.map(lambda index, element: element)
 
 
-def _strip_padding(padded: frozenset[str]):
-    """A row's multivalent ids without the pads of the batch it was written in.
+def _groups(blocks: tf.data.Dataset, opts, padded: frozenset[str]) -> tf.data.Dataset:
+    """Blocks → groups of ~``shuffle_buffer`` rows, their rows in a random order (shuffle)
+    or in block order (no shuffle). Everything is done on whole tensors: a per-row tf.data
+    step (unbatch, a row shuffle buffer, padded_batch) cost more than training itself.
 
-    A multivalent input is [L] per row, padded with id 0 to the longest list of its
-    *write* batch; without its pads, `padded_batch` pads it to the longest list of its
-    training batch again, as the uncached pipeline does. Real ids are never 0.
+    With shuffling, blocks are shuffled in a window of two groups first, so a group holds
+    blocks from all over the data; each group's permutation is drawn from ``seed``, anew on
+    every pass. Multivalent inputs of the blocks in a group are padded (id 0)
+    to the group's longest list.
     """
+    per_group = max(1, -(-opts.shuffle_buffer // WRITE_BATCH))
+    if opts.shuffle:
+        blocks = blocks.shuffle(2 * per_group, seed=opts.seed, reshuffle_each_iteration=True)
 
-    def strip(inputs, label):
-        out = dict(inputs)
-        for name in padded:
-            ids = inputs[name]
-            out[name] = tf.boolean_mask(ids, tf.not_equal(ids, 0))
-        return out, label
+    def merge(inputs, label):
+        out = {}
+        for name, value in inputs.items():
+            value = value.merge_dims(0, 1)
+            out[name] = value.to_tensor(0) if name in padded else value
+        return out, label.merge_dims(0, 1)
 
-    return strip
+    groups = blocks.ragged_batch(per_group).map(merge, num_parallel_calls=AUTOTUNE)
+    if not opts.shuffle:
+        return groups
+
+    def permute(element, draw):
+        inputs, label = element
+        keys = tf.random.stateless_uniform(tf.shape(label)[:1], seed=tf.stack([draw, 0]))
+        order = tf.argsort(keys)
+        return tf.nest.map_structure(lambda t: tf.gather(t, order), (inputs, label))
+
+    # One draw per group, different on every pass (a new order each epoch) and fixed by
+    # the seed (a run is reproducible, and a resumed epoch sees the same batches).
+    draws = tf.data.Dataset.random(seed=opts.seed, rerandomize_each_iteration=True)
+    return tf.data.Dataset.zip(groups, draws).map(permute, num_parallel_calls=AUTOTUNE)
+
+
+def _batches(groups: tf.data.Dataset, batch_size: int, padded: frozenset[str]):
+    """Each group sliced into batches of ``batch_size`` rows (the group's last one may be
+    smaller); a multivalent input is cut to the longest list of its batch, as the uncached
+    pipeline pads it (rows are left-aligned, pads are trailing id 0)."""
+
+    def split(inputs, label):
+        n = tf.shape(label, out_type=tf.int64)[0]
+
+        def piece(start):
+            end = tf.minimum(start + batch_size, n)
+            out = {}
+            for name, value in inputs.items():
+                value = value[start:end]
+                if name in padded:
+                    width = tf.reduce_max(tf.reduce_sum(tf.cast(value != 0, tf.int32), axis=1))
+                    value = value[:, :width]
+                out[name] = value
+            return out, label[start:end]
+
+        return tf.data.Dataset.range(0, n, batch_size).map(piece)
+
+    return groups.flat_map(split)
 
 
 def training_dataset(
@@ -183,18 +226,14 @@ def training_dataset(
     counter: input_pipeline.BadRowCounter | None = None,
 ) -> tf.data.Dataset:
     """Batches of (encoded inputs, label), like `input_pipeline.make_dataset`, through the
-    cache: rows read in file order, encoded, cached, then shuffled (when ``opts.shuffle``)
-    with ``opts.shuffle_buffer`` and ``opts.seed`` and batched by ``opts.batch_size``. One
-    pass per iteration; the caller repeats or skips batches as it would without a cache."""
+    cache: rows read in file order and encoded in blocks of `WRITE_BATCH`, cached, then
+    mixed (when ``opts.shuffle``) in groups of about ``opts.shuffle_buffer`` rows drawn
+    from shuffled blocks, and sliced into batches of ``opts.batch_size``. One pass per
+    iteration; the caller repeats or skips batches as it would without a cache."""
     write = dataclasses.replace(opts, shuffle=False, batch_size=WRITE_BATCH)
-    autotune = input_pipeline.AUTOTUNE
     encoded = input_pipeline.read_raw(spec, files, write, counter).map(
-        lambda raw, y: (preprocessor(raw), y), num_parallel_calls=autotune, deterministic=True
+        lambda raw, y: (preprocessor(raw), y), num_parallel_calls=AUTOTUNE, deterministic=True
     )
-    rows = _cached_rows(encoded, cache, opts.seed)
     padded = frozenset(f.name for f in preprocessor.encoded_features if f.kind == "multi_ids")
-    if padded:
-        rows = rows.map(_strip_padding(padded), num_parallel_calls=autotune, deterministic=True)
-    if opts.shuffle:
-        rows = rows.shuffle(opts.shuffle_buffer, seed=opts.seed, reshuffle_each_iteration=True)
-    return rows.padded_batch(opts.batch_size).prefetch(autotune)
+    groups = _groups(_cached_blocks(encoded, cache, opts.seed), opts, padded)
+    return _batches(groups, opts.batch_size, padded).prefetch(AUTOTUNE)
