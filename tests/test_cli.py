@@ -134,3 +134,26 @@ def test_a_preset_is_the_start_and_given_flags_override_it():
     assert mixed.data.batch_size == 128  # still the preset's
     with pytest.raises(flags.IllegalFlagValueError, match="preset"):
         parse("--preset=imdb")
+
+
+def test_every_named_preset_is_a_valid_config():
+    """The issue's five named presets exist and validate (criteo once given its files, as
+    its dataset requires); a dataset without a preset of its own starts from the defaults."""
+    import dataclasses
+
+    from wdl_tf import config as config_lib
+
+    assert {"census", "apps", "movielens", "criteo", "test"} <= set(config_lib.PRESETS)
+    for name in config_lib.PRESETS:
+        config = config_lib.preset(name)
+        if config.data.dataset == "criteo":
+            with pytest.raises(ValueError, match="criteo"):
+                config.validate()
+            data = dataclasses.replace(config.data, train_files="a.tsv", eval_files="b.tsv")
+            config = dataclasses.replace(config, data=data)
+        config.validate()
+    assert config_lib.preset("criteo").data.batch_size == 1024
+    apps = config_lib.preset(config_lib.dataset_preset("apps_synthetic"))
+    assert apps.data.dataset == "apps_synthetic"
+    assert apps.model == config_lib.preset("census").model
+    assert config_lib.dataset_preset("census_synthetic") == "census"

@@ -434,9 +434,19 @@ PRESETS: dict[str, dict[str, Any]] = {
             "dnn_learning_rate": 0.25,
         },
     },
+    # The synthetic app store (installed apps × impression app crosses) with the census
+    # defaults: the joint model beats wide-only and deep-only there on both seeds
+    # (BENCHMARKS.md, quality section).
+    "apps": {"data": {"dataset": "apps_synthetic"}},
+    # Criteo display ads (the user's TSV files: --train_files/--eval_files), the model the
+    # training benchmark measures (`wdl_tf/benchmarks`): 1024-row batches, 32-d embeddings.
+    "criteo": {
+        "data": {"dataset": "criteo", "batch_size": 1024},
+        "model": {"hidden_units": [1024, 512, 256], "embedding_dim": 32},
+    },
 }
 # The preset a run starts from when none is named: its dataset's, else the defaults.
-DATASET_PRESETS: dict[str, str] = {"drifting_synthetic": "movielens"}
+DATASET_PRESETS: dict[str, str] = {"drifting_synthetic": "movielens", "apps_synthetic": "apps"}
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:
