@@ -96,7 +96,10 @@ def test_quick_serving_benchmark(tmp_path, census_export):
     assert targets["keepalive_failed"] == 0 and targets["limits_ok"]
     assert _positive(targets["grpc_vs_in_process_p50"])
     side = report["side_by_side"]  # alternating blocks: as many calls on each path
-    assert side["in_process"]["iters"] == side["grpc"]["iters"] == 4 * 10
+    # 4 blocks of 10 per path; the first `settle` calls of each block are not in the figure
+    assert 0 < side["settle"] < 10
+    assert side["in_process"]["iters"] == side["grpc"]["iters"] == 4 * (10 - side["settle"])
+    assert _positive(side["ratio_p50_all_calls"])
     assert targets["grpc_vs_in_process_p50"] == pytest.approx(
         side["grpc"]["p50_ms"] / side["in_process"]["p50_ms"]
     )
