@@ -280,12 +280,13 @@ def bench_training(settings: Settings, data: dict) -> dict[str, Any]:
     }
 
 
-def worker_main(job_path: str) -> None:
-    """Runs the configuration of a job file and writes its result where the job says."""
+def worker_main(job_path: str, run=None) -> None:
+    """Runs the configuration of a job file with ``run`` (default: `run_training_config`)
+    and writes its result where the job says: the body of every isolated worker process."""
     configure_devices()
     with open(job_path) as f:
         job = json.load(f)
-    result = run_training_config(job)
+    result = (run or run_training_config)(job)
     with open(job["result_path"], "w") as f:
         json.dump(result, f)
 

@@ -19,7 +19,6 @@ tf_keras's ``WideDeepModel`` gets the very same pipeline output, turned into its
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
@@ -28,7 +27,7 @@ import time
 from typing import Any
 
 from wdl_tf.benchmarks import baselines, train_e2e
-from wdl_tf.benchmarks.env import configure_devices, peak_rss
+from wdl_tf.benchmarks.env import peak_rss
 from wdl_tf.benchmarks.train_data import prepare_gzip_csv
 from wdl_tf.benchmarks.train_settings import Settings, job_spec
 
@@ -256,16 +255,6 @@ def bench_from_files(settings: Settings, data: dict) -> dict[str, Any]:
     }
 
 
-def worker_main(job_path: str) -> None:
-    """Runs the configuration of a job file and writes its result where the job says."""
-    configure_devices()
-    with open(job_path) as f:
-        job = json.load(f)
-    result = run_files_config(job)
-    with open(job["result_path"], "w") as f:
-        json.dump(result, f)
-
-
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    worker_main(sys.argv[1])
+    train_e2e.worker_main(sys.argv[1], run_files_config)
