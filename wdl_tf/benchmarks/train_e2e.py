@@ -239,22 +239,39 @@ def training_jobs(settings: Settings, data: dict) -> list[dict]:
     return jobs
 
 
-def bench_training(settings: Settings, data: dict) -> dict[str, Any]:
+def run_configs(
+    settings: Settings,
+    jobs: list[dict],
+    run,
+    label: str,
+    module: str = "wdl_tf.benchmarks.train_e2e",
+    timeout: int | None = None,
+) -> list[dict]:
+    """Each job's result: ``python -m <module>`` in its own process (``settings.isolate``),
+    else ``run(job)`` here; a configuration that fails is reported, not raised."""
     log_dir = os.path.join(os.path.abspath(settings.data_dir), "logs")
     os.makedirs(log_dir, exist_ok=True)
     results = []
-    for job in training_jobs(settings, data):
-        print(f"  training {job['implementation']} at {job['hash_buckets']} buckets", flush=True)
+    for job in jobs:
+        print(f"  {label}: {job['implementation']} at {job['hash_buckets']} buckets", flush=True)
         if settings.isolate:
-            result = run_config_subprocess(job, settings.config_timeout, log_dir)
+            timeout_s = timeout or settings.config_timeout
+            result = run_config_subprocess(job, timeout_s, log_dir, module=module)
         else:
             base = {"implementation": job["implementation"], "hash_buckets": job["hash_buckets"]}
             try:
-                result = run_training_config(job)
+                result = run(job)
                 result["notes"].append("in-process (not isolated): peak RSS is cumulative")
             except Exception as e:  # noqa: BLE001 - one failed configuration is reported
                 result = {**base, "status": "failed", "reason": f"{type(e).__name__}: {e}"}
         results.append(result)
+    return results
+
+
+def bench_training(settings: Settings, data: dict) -> dict[str, Any]:
+    log_dir = os.path.join(os.path.abspath(settings.data_dir), "logs")
+    jobs = training_jobs(settings, data)
+    results = run_configs(settings, jobs, run_training_config, "training")
     feeding = (
         f"all configurations train on the same {settings.train_batches} encoded batches of "
         f"{settings.batch_size}: make_dataset over the TFRecord shards (parse + preprocess), "

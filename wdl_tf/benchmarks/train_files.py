@@ -214,24 +214,14 @@ def files_jobs(settings: Settings, data: dict) -> list[dict]:
 def bench_from_files(settings: Settings, data: dict) -> dict[str, Any]:
     """Runs every implementation × hash buckets configuration (each in its own process unless
     ``--noisolate``) and says how the numbers were taken."""
-    log_dir = os.path.join(os.path.abspath(settings.data_dir), "logs")
-    os.makedirs(log_dir, exist_ok=True)
-    results = []
-    for job in files_jobs(settings, data):
-        print(f"  from files: {job['implementation']} at {job['hash_buckets']} buckets", flush=True)
-        if settings.isolate:
-            timeout = settings.config_timeout * len(FORMATS)
-            result = train_e2e.run_config_subprocess(
-                job, timeout, log_dir, module="wdl_tf.benchmarks.train_files"
-            )
-        else:
-            base = {"implementation": job["implementation"], "hash_buckets": job["hash_buckets"]}
-            try:
-                result = run_files_config(job)
-                result["notes"].append("in-process (not isolated): peak RSS is cumulative")
-            except Exception as e:  # noqa: BLE001 - one failed configuration is reported
-                result = {**base, "status": "failed", "reason": f"{type(e).__name__}: {e}"}
-        results.append(result)
+    results = train_e2e.run_configs(
+        settings,
+        files_jobs(settings, data),
+        run_files_config,
+        "from files",
+        module="wdl_tf.benchmarks.train_files",
+        timeout=settings.config_timeout * len(FORMATS),
+    )
     method = (
         f"{data['rows']:,} rows in {len(data['csv_files'])} CSV files, the same files gzipped "
         f"(level 6), and {len(data['tfrecord_files'])} uncompressed TFRecord shards; batch "
