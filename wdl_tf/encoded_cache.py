@@ -8,15 +8,18 @@ read them back and only shuffle and batch.
 
 How the cached pipeline keeps training the same as the uncached one:
 
-- The rows are written in file order (no shuffle before the cache), so the snapshot's
-  content depends only on the files, the split and the preprocessing state, never on an
-  epoch's seed; each epoch then shuffles the encoded rows with the same buffer and seed as
-  the uncached pipeline shuffles raw rows, and batches them. The first epoch goes through
-  the same shuffle-and-batch after the write, so every epoch sees rows the same way.
-- The snapshot is written in ``SHARDS`` shards, row ``i`` in shard ``i % SHARDS``, and read
-  back with the shards in an order shuffled by the epoch's seed and interleaved row by row:
-  with many files (one per day, say), a later epoch does not replay the files in their
-  fixed order before the shuffle buffer.
+- The rows are written in file order (no shuffle before the cache), in blocks of
+  `WRITE_BATCH` rows, so the snapshot's content depends only on the files, the split and the
+  preprocessing state, never on an epoch's seed.
+- Every pass (the writing one too) then mixes and batches the rows itself, on whole blocks:
+  blocks are shuffled, merged into groups of about ``shuffle_buffer`` rows, each group
+  permuted (a new permutation every pass, drawn from the seed) and sliced into batches of
+  ``batch_size``. A per-row tf.data step (unbatch, a row shuffle buffer, padded_batch) cost
+  more than training itself on 2 cores (BENCHMARKS.md). Without shuffling, or with a 1-row
+  buffer, the batches are the uncached pipeline's, in file order.
+- The snapshot is written in ``SHARDS`` shards, block ``i`` in shard ``i % SHARDS``, and read
+  back with the shards interleaved block by block, in an order shuffled by the seed: with
+  many files (one per day, say), a later epoch does not replay them in their fixed order.
 - The key (a directory name) is a hash of the data files (path, size, modification time),
   the feature spec, the preprocessing state and every read option that selects rows or
   shapes them; any change writes a new cache and removes the old ones, so a stale cache is
@@ -137,19 +140,23 @@ def for_run(model_dir: str, files, spec, state, read_options) -> EncodedCache:
     return cache
 
 
-def _cached_blocks(encoded: tf.data.Dataset, cache: EncodedCache, seed: int) -> tf.data.Dataset:
+def _cached_blocks(
+    encoded: tf.data.Dataset, cache: EncodedCache, seed: int | None
+) -> tf.data.Dataset:
     """Encoded blocks in file order → the same blocks, through the cache.
 
     ``encoded`` yields (inputs dict of [B, ...] tensors, label [B, 1]) in file order: written
     to the snapshot on the first full pass (as they come), read from it on the following
-    ones (shards in an order shuffled with ``seed``, interleaved block by block).
+    ones, the shards interleaved block by block: in their own order (block i is in shard
+    i % SHARDS, so that is file order again) or, with a ``seed``, in an order shuffled by it.
     """
 
     def shard(index, element):
         return index % SHARDS
 
     def read(shards: tf.data.Dataset) -> tf.data.Dataset:
-        shards = shards.shuffle(SHARDS, seed=seed, reshuffle_each_iteration=True)
+        if seed is not None:
+            shards = shards.shuffle(SHARDS, seed=seed, reshuffle_each_iteration=True)
         return shards.interleave(lambda d: d, cycle_length=SHARDS, block_length=1)
 
     ds = encoded.enumerate().snapshot(cache.path, shard_func=shard, reader_func=read)
@@ -158,8 +165,9 @@ def _cached_blocks(encoded: tf.data.Dataset, cache: EncodedCache, seed: int) -> 
 
 def _groups(blocks: tf.data.Dataset, opts, padded: frozenset[str]) -> tf.data.Dataset:
     """Blocks → groups of ~``shuffle_buffer`` rows, their rows in a random order (shuffle)
-    or in block order (no shuffle). Everything is done on whole tensors: a per-row tf.data
-    step (unbatch, a row shuffle buffer, padded_batch) cost more than training itself.
+    or in block order. Everything is done on
+    whole tensors: a per-row tf.data step (unbatch, a row shuffle buffer, padded_batch)
+    cost more than training itself.
 
     With shuffling, blocks are shuffled in a window of two groups first, so a group holds
     blocks from all over the data; each group's permutation is drawn from ``seed``, anew on
@@ -194,8 +202,10 @@ def _groups(blocks: tf.data.Dataset, opts, padded: frozenset[str]) -> tf.data.Da
 
 
 def _batches(groups: tf.data.Dataset, batch_size: int, padded: frozenset[str]):
-    """Each group sliced into batches of ``batch_size`` rows (the group's last one may be
-    smaller); a multivalent input is cut to the longest list of its batch, as the uncached
+    """Each group sliced into batches of ``batch_size`` rows, for inputs with multivalent
+    features, whose widths differ between groups (so the group's last batch may be
+    smaller, unlike the uncached pipeline's; without multivalent inputs, `rebatch` carries
+    the rest over); a multivalent input is cut to the longest list of its batch, as the uncached
     pipeline pads it (rows are left-aligned, pads are trailing id 0)."""
 
     def split(inputs, label):
@@ -235,5 +245,11 @@ def training_dataset(
         lambda raw, y: (preprocessor(raw), y), num_parallel_calls=AUTOTUNE, deterministic=True
     )
     padded = frozenset(f.name for f in preprocessor.encoded_features if f.kind == "multi_ids")
-    groups = _groups(_cached_blocks(encoded, cache, opts.seed), opts, padded)
-    return _batches(groups, opts.batch_size, padded).prefetch(AUTOTUNE)
+    shuffle = opts.shuffle and opts.shuffle_buffer > 1  # a 1-row buffer keeps the order
+    blocks = _cached_blocks(encoded, cache, opts.seed if shuffle else None)
+    groups = _groups(blocks, dataclasses.replace(opts, shuffle=shuffle), padded)
+    if padded:  # widths differ between groups: each group is sliced on its own
+        return _batches(groups, opts.batch_size, padded).prefetch(AUTOTUNE)
+    # Full batches across group boundaries, as the uncached pipeline's (the same batches,
+    # in file order, without shuffling).
+    return groups.rebatch(opts.batch_size).prefetch(AUTOTUNE)
