@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wdl_tf import checkpoints, export_lib, input_pipeline, run_dir, train_lib
+from wdl_tf import checkpoints, encoded_cache, export_lib, input_pipeline, run_dir, train_lib
 from wdl_tf import config as config_lib
 from wdl_tf import features as fs
 
@@ -42,6 +42,10 @@ def test_model_dir_holds_what_the_run_used(trained):
     assert metrics["eval_split"] == "eval_files"
     assert os.path.isfile(os.path.join(md, run_dir.BEST_FILE))
     assert metrics["examples"] == 1000  # the twin's test file has synthetic_rows // 2 rows
+    # The encoded cache (on by default) is under the model dir, finished, and reported.
+    path, size = result.encoded_cache
+    assert os.path.dirname(path) == os.path.join(md, "encoded_cache") and size > 0
+    assert encoded_cache.EncodedCache(os.path.dirname(path), os.path.basename(path)).is_complete()
 
 
 def test_learns_the_planted_signal(trained):

@@ -110,6 +110,9 @@ def _print_result(result: train_lib.TrainResult) -> None:
         print(parts)
     if result.bad_rows:
         print(f"skipped malformed rows: {result.bad_rows}")
+    if result.encoded_cache:
+        path, size = result.encoded_cache
+        print(f"encoded cache: {size / 2**20:.1f} MiB in {path}")
     if result.export_path:
         print(f"exported SavedModel: {result.export_path}")
 

@@ -76,6 +76,8 @@ class TrainResult:
     export_path: str | None
     bad_rows: int
     initial_epoch: int
+    # The encoded cache's directory and its size on disk (None: no cache this run).
+    encoded_cache: tuple[str, int] | None = None
 
 
 class ExportFailed(export_lib.ExportError):
@@ -706,8 +708,7 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
     atomic.write_json(run_dir.metrics_path(config.model_dir), results)
     if counter.count:
         log.warning("skipped %d malformed rows (skip_bad_rows)", counter.count)
-    if cache is not None:
-        log.info("encoded cache: %.1f MiB in %s", cache.disk_bytes() / 2**20, cache.path)
+    cache_info = (cache.path, cache.disk_bytes()) if cache is not None else None
 
     export_path = None
     if config.export_base:
@@ -728,9 +729,9 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
                 assets,
             )
         except export_lib.ExportError as e:
-            failed = TrainResult(results, None, counter.count, initial_epoch)
+            failed = TrainResult(results, None, counter.count, initial_epoch, cache_info)
             raise ExportFailed(str(e), failed) from e
-    return TrainResult(results, export_path, counter.count, initial_epoch)
+    return TrainResult(results, export_path, counter.count, initial_epoch, cache_info)
 
 
 def compare_model_types(
