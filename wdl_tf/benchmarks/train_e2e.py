@@ -98,6 +98,35 @@ def _count_params(variables) -> int:
     return int(sum(np.prod(v.shape) for v in variables))
 
 
+class Unavailable(Exception):
+    """An implementation that cannot run here (tf_keras not installed): reported as n/a."""
+
+
+def build_model_for(impl: str, features, cfg, job: dict, notes: list[str]):
+    """(compiled model, map from encoded batches to its inputs or None, its Callback base
+    class) for ``impl``: ``wdl_tf``, ``stock`` (the same model with stock Keras optimizers)
+    or ``tf_keras`` (`WideDeepModel`); raises `Unavailable` when tf_keras cannot be
+    imported. Shared by the pre-encoded and the from-files workers."""
+    if impl == "tf_keras":
+        try:
+            import tf_keras
+        except Exception as e:  # noqa: BLE001 - report why, keep the other results
+            raise Unavailable(f"tf_keras: {type(e).__name__}: {e}") from e
+        model = baselines.build_tf_keras_model(features, cfg, job["tf_keras_optimizers"])
+        notes.append(f"tf_keras {tf_keras.__version__}, {job['tf_keras_optimizers']} optimizers")
+        return model, baselines.wide_deep_inputs(features), tf_keras.callbacks.Callback
+    import keras
+
+    from wdl_tf import model as model_lib
+
+    model = model_lib.build_model(features, cfg)
+    if impl == "wdl_tf":
+        model_lib.compile_model(model, cfg)
+    else:
+        baselines.compile_stock(model, cfg)
+    return model, None, keras.callbacks.Callback
+
+
 def run_training_config(job: dict) -> dict:
     """Builds one configuration, trains it on the cached batches and times it."""
     import tensorflow as tf
@@ -116,26 +145,12 @@ def run_training_config(job: dict) -> dict:
     ds = tf.data.Dataset.load(job["encoded_dir"])
 
     t = time.perf_counter()
-    if impl == "tf_keras":
-        try:
-            import tf_keras
-        except Exception as e:  # noqa: BLE001 - report why, keep the other results
-            return {**result, "status": "n/a", "reason": f"tf_keras: {type(e).__name__}: {e}"}
-        model = baselines.build_tf_keras_model(features, cfg, job["tf_keras_optimizers"])
-        ds = ds.map(baselines.wide_deep_inputs(features))
-        callback_base = tf_keras.callbacks.Callback
-        result["notes"].append(
-            f"tf_keras {tf_keras.__version__}, {job['tf_keras_optimizers']} optimizers"
-        )
-    else:
-        import keras
-
-        model = model_lib.build_model(features, cfg)
-        if impl == "wdl_tf":
-            model_lib.compile_model(model, cfg)
-        else:
-            baselines.compile_stock(model, cfg)
-        callback_base = keras.callbacks.Callback
+    try:
+        model, to_inputs, callback_base = build_model_for(impl, features, cfg, job, result["notes"])
+    except Unavailable as e:
+        return {**result, "status": "n/a", "reason": str(e)}
+    if to_inputs is not None:
+        ds = ds.map(to_inputs)
     result["build_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -26,7 +26,7 @@ import sys
 import time
 from typing import Any
 
-from wdl_tf.benchmarks import baselines, train_e2e
+from wdl_tf.benchmarks import train_e2e
 from wdl_tf.benchmarks.env import peak_rss
 from wdl_tf.benchmarks.train_data import prepare_gzip_csv
 from wdl_tf.benchmarks.train_settings import Settings, job_spec
@@ -89,24 +89,12 @@ def run_files_config(job: dict) -> dict:
         hidden_units=tuple(job["hidden_units"]), embedding_dim=job["embedding_dim"]
     )
     t = time.perf_counter()
-    if impl == "tf_keras":
-        try:
-            import tf_keras
-        except Exception as e:  # noqa: BLE001 - report why, keep the other results
-            return {**result, "status": "n/a", "reason": f"tf_keras: {type(e).__name__}: {e}"}
-        model = baselines.build_tf_keras_model(features, cfg, job["tf_keras_optimizers"])
-        to_inputs = baselines.wide_deep_inputs(features)
-        callback_base = tf_keras.callbacks.Callback
-        result["notes"].append(
-            f"tf_keras {tf_keras.__version__}, {job['tf_keras_optimizers']} optimizers"
+    try:
+        model, to_inputs, callback_base = train_e2e.build_model_for(
+            impl, features, cfg, job, result["notes"]
         )
-    else:
-        import keras
-
-        model = model_lib.build_model(features, cfg)
-        model_lib.compile_model(model, cfg)
-        to_inputs = None
-        callback_base = keras.callbacks.Callback
+    except train_e2e.Unavailable as e:
+        return {**result, "status": "n/a", "reason": str(e)}
     result["build_s"] = time.perf_counter() - t
 
     def feed(ds):
