@@ -13,6 +13,8 @@ import math
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
+from tf_serving.strings import text_values
+
 # numpy dtype (little-endian code) ↔ DataType enum.
 _NUMPY_TO_DT = {
     "f4": types_pb2.DT_FLOAT,
@@ -34,7 +36,7 @@ _DT_TO_NUMPY = {dt: np.dtype("<" + code) for code, dt in _NUMPY_TO_DT.items()}
 def tensor_proto(
     arr: np.ndarray, out: tensor_pb2.TensorProto | None = None
 ) -> tensor_pb2.TensorProto:
-    """A TensorProto of a numeric array or an object array of bytes.
+    """A TensorProto of a numeric array or an object array of str (sent as UTF-8) or bytes.
 
     ``out``: fill this (empty) proto instead of a new one, e.g. ``request.inputs[name]``,
     which saves copying a request's tensors into it.
@@ -46,12 +48,10 @@ def tensor_proto(
     for d in arr.shape:
         dims.add(size=int(d))
     if arr.dtype == object:
-        flat = arr.reshape(-1).tolist()
-        if set(map(type, flat)) <= {bytes}:  # one C-level pass over the types
-            proto.dtype = types_pb2.DT_STRING
-            proto.string_val.extend(flat)
-            return proto
-    enum = _NUMPY_TO_DT.get(arr.dtype.str[1:]) if arr.dtype != object else None
+        proto.dtype = types_pb2.DT_STRING
+        proto.string_val.extend(text_values(arr.reshape(-1).tolist()))
+        return proto
+    enum = _NUMPY_TO_DT.get(arr.dtype.str[1:])
     if enum is None:
         import tensorflow as tf
 

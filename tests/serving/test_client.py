@@ -129,8 +129,9 @@ def test_predict_request_proto():
         np.zeros((0, 1), np.float32),
         np.array([1, 2], np.int32),
         cl._text_array([["a"], ["bé"], [np.str_("c")], [b"\x00\xff"]]),
+        np.array([["a"], ["bé"]], dtype=object),  # str: written as UTF-8, as TF writes it
     ],
-    ids=["float32", "int64", "bool", "scalar", "empty", "int32", "strings"],
+    ids=["float32", "int64", "bool", "scalar", "empty", "int32", "strings", "str"],
 )
 def test_tensor_protos_match_tensorflows(value):
     ours, theirs = tensors.tensor_proto(value), tf.make_tensor_proto(value)
@@ -139,6 +140,15 @@ def test_tensor_protos_match_tensorflows(value):
         got, want = tensors.tensor_array(proto), tf.make_ndarray(proto)
         assert got.dtype == want.dtype and got.shape == want.shape
         assert got.tolist() == want.tolist()
+
+
+def test_text_inputs_that_are_not_text_are_refused_by_name():
+    client = GrpcClient("localhost:1", MODEL)
+    for bad in ([["a"], [5]], [[None]]):
+        with pytest.raises(ValueError, match="expected strings or bytes, got (5|None)"):
+            client.predict_request({"workclass": bad}, dtypes={"workclass": "DT_STRING"})
+        with pytest.raises(ValueError, match="expected strings or bytes"):
+            cl._text_array(bad)
 
 
 def test_classify_and_regress_request_protos():
