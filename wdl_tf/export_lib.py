@@ -120,10 +120,21 @@ def _finite(spec: fs.FeatureSpec, raw: dict[str, tf.Tensor]) -> dict[str, tf.Ten
 
 
 def serving_functions(spec, preprocessor, model) -> dict[str, tuple]:
-    """name → (function, input_signature) for every exported signature."""
+    """name → (function, input_signature) for every exported signature.
 
-    def probabilities(raw):
+    ``probabilities`` (raw features → model) and ``from_examples`` (tf.Examples → model)
+    are functions of their own, with fixed input signatures, that the signatures call:
+    each is traced once and saved once, instead of the model being traced again inside
+    every signature (the export's slowest part).
+    """
+    raw_spec = raw_input_signature(spec)
+
+    def model_probabilities(raw):
         return tf.cast(model(preprocessor(_finite(spec, raw)), training=False), tf.float32)
+
+    probabilities = tf.function(model_probabilities, input_signature=[raw_spec], autograph=False)
+    # tf.Examples parse a list feature as ragged, not as the joined string of raw_spec.
+    lists = any(f.kind == fs.MULTIVALENT for f in spec.features)
 
     def serve(features):
         return {"probabilities": probabilities(features)}
@@ -132,9 +143,12 @@ def serving_functions(spec, preprocessor, model) -> dict[str, tuple]:
         p = probabilities(features)
         return {"probabilities": p, "class_ids": tf.cast(p > 0.5, tf.int64)}
 
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
     def from_examples(inputs):
         raw = input_pipeline.parse_examples(spec, inputs, with_label=False, lenient_numbers=True)
-        return probabilities(raw)
+        if lists:
+            return model_probabilities(raw)
+        return probabilities({name: raw[name] for name in raw_spec})
 
     def classify(inputs):
         p = from_examples(inputs)
@@ -151,7 +165,7 @@ def serving_functions(spec, preprocessor, model) -> dict[str, tuple]:
         # Only per-row outputs: a batching server splits every output along dim 0.
         return {"scores": tf.reshape(probabilities(_broadcast_candidates(features)), [-1])}
 
-    raw_sig = [raw_input_signature(spec)]
+    raw_sig = [raw_spec]
     example_sig = [tf.TensorSpec([None], tf.string, name="inputs")]
     return {
         "serving_default": (serve, raw_sig),
