@@ -13,7 +13,6 @@ import sys
 from absl import app, flags, logging
 
 from wdl_tf import config as config_lib
-from wdl_tf import metrics, train_lib
 
 FLAGS = flags.FLAGS
 
@@ -97,7 +96,9 @@ def config_from_flags(fv: flags.FlagValues | None = None) -> config_lib.TrainCon
     return config
 
 
-def _print_result(result: train_lib.TrainResult) -> None:
+def _print_result(result) -> None:
+    from wdl_tf import metrics
+
     print("eval metrics: " + json.dumps(result.metrics, indent=2))
     m = result.metrics
     if "validation_auc" in m:
@@ -117,19 +118,29 @@ def _print_result(result: train_lib.TrainResult) -> None:
         print(f"exported SavedModel: {result.export_path}")
 
 
+def _bad_input(e: Exception) -> None:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
 def _train(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
         config = config_from_flags()
+    except ValueError as e:
+        _bad_input(e)
+    # TensorFlow loads only now: a bad flag or setting is reported in about a second, not
+    # after the ~8 s that importing the trainer takes.
+    from wdl_tf import train_lib
+
+    try:
         result = train_lib.train_and_evaluate(config)
     except ValueError as e:  # also FeatureSpecError and DataError: bad input, named
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _bad_input(e)
     except train_lib.ExportFailed as e:  # trained and evaluated; only the export failed
         _print_result(e.result)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _bad_input(e)
     if not result.metrics:  # a non-chief worker: the chief evaluates and exports
         print("worker finished training (the chief writes metrics and the export)")
         return
