@@ -13,7 +13,10 @@ repository root, ``run_script``) are in ``tests/helpers.py``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import json
 import os
 
 import pytest
@@ -40,18 +43,43 @@ class TrainedExport:
     metrics: dict
 
 
+@contextlib.contextmanager
+def _exclusive(path: str):
+    """An exclusive lock on ``path`` (created) while the block runs."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
-def census_export(tmp_path_factory) -> TrainedExport:
+def census_export(tmp_path_factory, worker_id) -> TrainedExport:
     """The ``test`` preset (census twin, 2,000 rows, hidden (32, 16)) trained for one epoch
     and published: for tests that need *a* trained census export, not a particular one.
-    Read-only: copy it before changing anything."""
-    from wdl_tf import config as config_lib
-    from wdl_tf import train_lib
+    Read-only: copy it before changing anything.
 
-    root = tmp_path_factory.mktemp("census_export")
-    config = config_lib.preset(
-        "test", model_dir=str(root / "model"), export_base=str(root / "export"), epochs=1
-    )
-    result = train_lib.train_and_evaluate(config)
-    assert result.export_path and os.path.isdir(result.export_path)
-    return TrainedExport(config, result.export_path, result.metrics)
+    Trained once per run: under xdist the first worker that needs it trains it, under a file
+    lock in the run's shared temp directory, and the others read what it wrote.
+    """
+    from wdl_tf import config as config_lib
+    from wdl_tf import run_dir
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base if worker_id == "master" else base.parent) / "census_export"
+    done = root / "done.json"
+    with _exclusive(f"{root}.lock"):
+        if not done.exists():
+            from wdl_tf import train_lib
+
+            config = config_lib.preset(
+                "test", model_dir=str(root / "model"), export_base=str(root / "export"), epochs=1
+            )
+            result = train_lib.train_and_evaluate(config)
+            assert result.export_path and os.path.isdir(result.export_path)
+            done.write_text(json.dumps({"export_path": result.export_path}))
+    config = config_lib.TrainConfig.from_dict(run_dir.load_config_dict(str(root / "model")))
+    with open(run_dir.metrics_path(config.model_dir)) as f:
+        metrics = json.load(f)
+    return TrainedExport(config, json.loads(done.read_text())["export_path"], metrics)
