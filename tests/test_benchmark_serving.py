@@ -66,6 +66,9 @@ def test_quick_serving_benchmark(tmp_path, census_export):
     assert _positive(soak["p50_ms"])
     assert _positive(soak["rss"]["mib_at_baseline"]) and _positive(soak["rss"]["mib_at_end"])
     assert len(soak["rss"]["samples_mib"]) >= 3
+    # The leak figure: growth under load up to the reload, judged with a tolerance.
+    assert isinstance(soak["rss"]["growth_before_reload_mib"], float)
+    assert soak["rss"]["grew_under_load"] == (soak["rss"]["growth_before_reload_mib"] > 2.0)
 
     reload = soak["reload"]
     assert "error" not in reload, reload

@@ -377,7 +377,7 @@ def run_benchmark(work_dir: str, options: ServingOptions) -> dict[str, Any]:
             "ratio_met": bool(ratio <= RATIO_TARGET),
             "failed_total": failed_total,
             "memory_growth_mib": soak["rss"]["growth_mib"],
-            "memory_grew": soak["rss"]["grew_after_baseline"],
+            "memory_grew": soak["rss"]["grew_under_load"],
             "reload_ok": "error" not in reload
             and reload.get("failed_during") == 0
             and "seconds_to_available" in reload,

@@ -23,6 +23,8 @@ from wdl_tf.benchmarks.serving_server import (
 from wdl_tf.benchmarks.stats import percentiles
 
 RSS_BASELINE_S = 10.0  # RSS growth is measured after this point of the soak
+# Allocator noise, not a leak: the 2026-12-01 runs moved -0.2 to +0.2 MiB before the reload.
+LEAK_TOLERANCE_MIB = 2.0
 MAX_REQUESTS_PER_CLIENT = 1_000_000  # bounds every load loop besides its deadline
 
 
@@ -163,14 +165,18 @@ def run_soak(
     after = [b for t, b in rss if t >= baseline_s]
     end_rss = rss[-1][1] if rss else 0
     growth = end_rss - at_baseline
+    # Growth under a steady load is measured up to the reload: loading version 2 adds its
+    # graph (~50 MiB here), and the freed version 1 stays in the allocator's arenas.
+    before_reload = reload.get("rss_mib_before")
+    steady = before_reload - at_baseline / 2**20 if before_reload is not None else growth / 2**20
     result["rss"] = {
         "baseline_at_s": baseline_s,
         "mib_at_baseline": at_baseline / 2**20,
         "mib_at_end": end_rss / 2**20,
         "mib_max_after_baseline": (max(after) if after else 0) / 2**20,
         "growth_mib": growth / 2**20,
-        "growth_before_reload_mib": reload.get("rss_mib_before", 0.0) - at_baseline / 2**20,
-        "grew_after_baseline": growth > 0,
+        "growth_before_reload_mib": steady,
+        "grew_under_load": steady > LEAK_TOLERANCE_MIB,
         "samples_mib": [[round(t, 1), round(b / 2**20, 1)] for t, b in rss],
     }
     result["reload"] = reload
