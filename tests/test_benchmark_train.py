@@ -125,6 +125,14 @@ def test_quick_benchmark_reports_every_section(tmp_path):
         assert title in markdown
     assert "From CSV with the encoded cache" in markdown
 
+    # --sections=end_to_end alone (no roofline, hence no share of the MLP limit) formats too.
+    from wdl_tf.benchmarks import train_report
+
+    partial = {k: report[k] for k in ("meta", "data", "end_to_end", "memory", "tf_keras_build")}
+    for r in partial["end_to_end"]["results"]:
+        r.pop("fraction_of_mlp_limit", None)
+    assert "| n/a |" in train_report.format_markdown(partial)
+
 
 def test_quick_sizes_replace_only_the_flags_not_given():
     values = dict(

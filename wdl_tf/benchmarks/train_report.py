@@ -121,6 +121,8 @@ def format_markdown(report: dict) -> str:
             if r.get("status") != "ok":
                 lines.append(f"| {name} | {_rate_cell(r)} |" + " |" * 10)
                 continue
+            fraction = r.get("fraction_of_mlp_limit")  # absent without the roofline section
+            share = "n/a" if fraction is None else f"{100 * fraction:.1f}%"
             lines.append(
                 f"| {name} | {_fmt(r['examples_per_s'])} "
                 f"| {_fmt(min(r['window_examples_per_s']))}–"
@@ -128,7 +130,7 @@ def format_markdown(report: dict) -> str:
                 f"| {_fmt(r['step_ms'], 1)} "
                 f"| {r['windows']} × {r['window_steps']} | {r['warmup_steps']} "
                 f"| {_fmt(r['first_step_s'], 1)} | {_fmt(r['build_s'], 1)} | {r['params']:,} "
-                f"| {_fmt(r.get('peak_rss_mib'))} | {100 * r['fraction_of_mlp_limit']:.1f}% "
+                f"| {_fmt(r.get('peak_rss_mib'))} | {share} "
                 f"| {'; '.join(r.get('notes', [])) or ''} |"
             )
         lines += [
