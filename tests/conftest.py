@@ -13,9 +13,7 @@ repository root, ``run_script``) are in ``tests/helpers.py``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 
@@ -43,17 +41,6 @@ class TrainedExport:
     metrics: dict
 
 
-@contextlib.contextmanager
-def _exclusive(path: str):
-    """An exclusive lock on ``path`` (created) while the block runs."""
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 @pytest.fixture(scope="session")
 def census_export(tmp_path_factory, worker_id) -> TrainedExport:
     """The ``test`` preset (census twin, 2,000 rows, hidden (32, 16)) trained for one epoch
@@ -63,13 +50,13 @@ def census_export(tmp_path_factory, worker_id) -> TrainedExport:
     Trained once per run: under xdist the first worker that needs it trains it, under a file
     lock in the run's shared temp directory, and the others read what it wrote.
     """
+    from wdl_tf import atomic, run_dir
     from wdl_tf import config as config_lib
-    from wdl_tf import run_dir
 
     base = tmp_path_factory.getbasetemp()
     root = (base if worker_id == "master" else base.parent) / "census_export"
     done = root / "done.json"
-    with _exclusive(f"{root}.lock"):
+    with atomic.exclusive_lock(f"{root}.lock"):
         if not done.exists():
             from wdl_tf import train_lib
 

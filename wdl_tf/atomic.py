@@ -1,4 +1,5 @@
-"""Atomic file writes: the one helper behind every file a server or a later run may read.
+"""Atomic file writes: the one helper behind every file a server or a later run may read;
+and the one exclusive file lock, for work two processes must not do at once.
 
 A file is written under a temporary name in the same directory (hidden, so globs for the
 real name do not match it), flushed, and renamed onto its name with ``os.replace``, which
@@ -9,6 +10,7 @@ never half of it. On any error the temporary file is removed.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -59,3 +61,15 @@ def write_json(
 ) -> str:
     """Writes ``obj`` as JSON (with a final newline) to ``path`` atomically; returns ``path``."""
     return write_text(path, json.dumps(obj, indent=indent, default=default) + "\n")
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str) -> Iterator[None]:
+    """An exclusive advisory lock (``flock``) on ``path``, created if needed, for the block:
+    a second process entering the block waits until the first has left it."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

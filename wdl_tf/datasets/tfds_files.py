@@ -17,9 +17,9 @@ and `prepare` passes ``try_download_gcs=False``.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
+
+from wdl_tf import atomic
 
 DATA_DIR_ENV = "TFDS_DATA_DIR"
 
@@ -32,17 +32,6 @@ def data_dir(explicit: str = "") -> str:
         or os.environ.get(DATA_DIR_ENV)
         or os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
     )
-
-
-@contextlib.contextmanager
-def _lock(path: str):
-    """An exclusive advisory lock on ``path`` (created if needed) for the block."""
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def prepare(make_builder) -> dict[str, list[str]]:
@@ -61,7 +50,7 @@ def prepare(make_builder) -> dict[str, list[str]]:
     if not builder.is_prepared():
         parent = os.path.dirname(os.fspath(builder.data_dir))
         os.makedirs(parent, exist_ok=True)
-        with _lock(os.path.join(parent, ".prepare.lock")):
+        with atomic.exclusive_lock(os.path.join(parent, ".prepare.lock")):
             builder = make_builder()  # another process may have prepared it meanwhile
             if not builder.is_prepared():
                 builder.download_and_prepare(
