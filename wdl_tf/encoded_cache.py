@@ -157,10 +157,16 @@ def _cached_blocks(
     def read(shards: tf.data.Dataset) -> tf.data.Dataset:
         if seed is not None:
             shards = shards.shuffle(SHARDS, seed=seed, reshuffle_each_iteration=True)
-        return shards.interleave(lambda d: d, cycle_length=SHARDS, block_length=1)
+        return shards.interleave(
+            input_pipeline.as_written(lambda d: d), cycle_length=SHARDS, block_length=1
+        )
 
-    ds = encoded.enumerate().snapshot(cache.path, shard_func=shard, reader_func=read)
-    return ds.map(lambda index, element: element)
+    ds = encoded.enumerate().snapshot(
+        cache.path,
+        shard_func=input_pipeline.as_written(shard),
+        reader_func=input_pipeline.as_written(read),
+    )
+    return ds.map(input_pipeline.as_written(lambda index, element: element))
 
 
 def _groups(blocks: tf.data.Dataset, opts, padded: frozenset[str]) -> tf.data.Dataset:
@@ -185,7 +191,9 @@ def _groups(blocks: tf.data.Dataset, opts, padded: frozenset[str]) -> tf.data.Da
             out[name] = value.to_tensor(0) if name in padded else value
         return out, label.merge_dims(0, 1)
 
-    groups = blocks.ragged_batch(per_group).map(merge, num_parallel_calls=AUTOTUNE)
+    groups = blocks.ragged_batch(per_group).map(
+        input_pipeline.as_written(merge), num_parallel_calls=AUTOTUNE
+    )
     if not opts.shuffle:
         return groups
 
@@ -198,7 +206,9 @@ def _groups(blocks: tf.data.Dataset, opts, padded: frozenset[str]) -> tf.data.Da
     # One draw per group, different on every pass (a new order each epoch) and fixed by
     # the seed (a run is reproducible, and a resumed epoch sees the same batches).
     draws = tf.data.Dataset.random(seed=opts.seed, rerandomize_each_iteration=True)
-    return tf.data.Dataset.zip(groups, draws).map(permute, num_parallel_calls=AUTOTUNE)
+    return tf.data.Dataset.zip(groups, draws).map(
+        input_pipeline.as_written(permute), num_parallel_calls=AUTOTUNE
+    )
 
 
 def _batches(groups: tf.data.Dataset, batch_size: int, padded: frozenset[str]):
@@ -222,9 +232,9 @@ def _batches(groups: tf.data.Dataset, batch_size: int, padded: frozenset[str]):
                 out[name] = value
             return out, label[start:end]
 
-        return tf.data.Dataset.range(0, n, batch_size).map(piece)
+        return tf.data.Dataset.range(0, n, batch_size).map(input_pipeline.as_written(piece))
 
-    return groups.flat_map(split)
+    return groups.flat_map(input_pipeline.as_written(split))
 
 
 def training_dataset(
@@ -242,7 +252,9 @@ def training_dataset(
     iteration; the caller repeats or skips batches as it would without a cache."""
     write = dataclasses.replace(opts, shuffle=False, batch_size=WRITE_BATCH)
     encoded = input_pipeline.read_raw(spec, files, write, counter).map(
-        lambda raw, y: (preprocessor(raw), y), num_parallel_calls=AUTOTUNE, deterministic=True
+        input_pipeline.as_written(lambda raw, y: (preprocessor(raw), y)),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
     )
     padded = frozenset(f.name for f in preprocessor.encoded_features if f.kind == "multi_ids")
     shuffle = opts.shuffle and opts.shuffle_buffer > 1  # a 1-row buffer keeps the order

@@ -346,7 +346,7 @@ class WeightAverage:
         ]
         self.steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="average_steps")
 
-    @tf.function
+    @tf.function(autograph=False)  # no branch on a tensor: traced as written
     def update(self) -> None:
         # The first update copies the weights; later ones move the average towards them.
         m = tf.where(self.steps > 0, self.momentum, 0.0)

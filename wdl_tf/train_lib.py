@@ -360,7 +360,7 @@ def load_or_adapt(
     return state
 
 
-@tf.function(reduce_retracing=True)
+@tf.function(reduce_retracing=True, autograph=False)
 def _predict_step(model, x):
     return model(x, training=False)
 
