@@ -257,7 +257,7 @@ def _evaluate_model_dir(
     _check_user_feature(spec, user_feature)
     data = default_eval_data(config, model_dir) if files is None else _as_data(files)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def predict(raw):
         return model(preprocessor(raw), training=False)
 

@@ -87,7 +87,7 @@ def read_rows(
 def model_scorer(preprocessor, model, batch_size: int = 8192) -> Scorer:
     """Scores rows with an in-memory model: the joint logit and, for Wide & Deep, each part's."""
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def logits(raw):
         return explain.part_logits(preprocessor, model, raw)
 

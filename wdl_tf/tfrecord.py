@@ -131,7 +131,7 @@ def convert(
     ds = (
         ip.read_raw(spec, files, opts, counter)
         .map(
-            lambda raw, y: serialize_batch(spec, raw, y),
+            ip.as_written(lambda raw, y: serialize_batch(spec, raw, y)),
             num_parallel_calls=ip.AUTOTUNE,
             deterministic=True,
         )
