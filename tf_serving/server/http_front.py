@@ -196,8 +196,8 @@ class HttpFront:
             loop.run_until_complete(self._start())
         except BaseException as e:  # noqa: BLE001 - reported by start()
             self._error = e
+            loop.close()  # before start() returns: a stop() then finds it closed
             self._ready.set()
-            loop.close()
             return
         self._ready.set()
         try:
@@ -227,8 +227,13 @@ class HttpFront:
     def stop(self) -> None:
         """Answers new requests 503, closes the listener and connections, joins the thread."""
         self.stopping = True
-        if self._loop is not None and self._thread is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            # After a failed start the thread closed its loop and is ending: nothing to stop.
+            if self._loop is not None and not self._loop.is_closed():
+                try:
+                    self._loop.call_soon_threadsafe(self._loop.stop)
+                except RuntimeError:  # closed meanwhile (the loop ended on its own)
+                    pass
             self._thread.join(30)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
