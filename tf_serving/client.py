@@ -157,24 +157,16 @@ def _typed_input(value: Any, dtype: Any = None) -> np.ndarray:
     return arr
 
 
-def _prepare_inputs(
-    inputs: Mapping[str, Any],
-    dtypes: Mapping[str, Any] | None = None,
-    text_as_bytes: bool = True,
+def _typed_inputs(
+    inputs: Mapping[str, Any], dtypes: Mapping[str, Any] | None = None
 ) -> dict[str, np.ndarray]:
-    """Array-likes → numpy: float64 → float32, strings → object arrays; ``dtypes`` overrides.
-
-    Strings become bytes for tensor protos; with ``text_as_bytes=False`` (REST JSON) str
-    stays str and only real bytes are sent as ``{"b64": ...}``.
-    """
+    """Array-likes → numpy (`_typed_input` each, ``dtypes`` by input name); text stays the
+    str and bytes given: `tensor_proto` encodes it for gRPC, the REST body keeps str and
+    sends bytes as ``{"b64": ...}``."""
     if not inputs:
         raise ValueError("inputs: need at least one input tensor")
     dtypes = dtypes or {}
-    out = {}
-    for name, value in inputs.items():
-        arr = _typed_input(value, dtypes.get(name))
-        out[name] = _text_array(arr, text_as_bytes) if arr.dtype == object else arr
-    return out
+    return {name: _typed_input(value, dtypes.get(name)) for name, value in inputs.items()}
 
 
 def _text_array(value: Any, as_bytes: bool = True) -> np.ndarray:
@@ -489,12 +481,8 @@ class GrpcClient:
 
         request = predict_pb2.PredictRequest()
         self._model_spec(request.model_spec, signature_name, version, label)
-        if not inputs:
-            raise ValueError("inputs: need at least one input tensor")
-        dtypes = dtypes or {}
-        for name, value in inputs.items():
-            # Text goes to the proto unencoded: tensor_proto encodes it in its one pass.
-            tensor_proto(_typed_input(value, dtypes.get(name)), out=request.inputs[name])
+        for name, arr in _typed_inputs(inputs, dtypes).items():
+            tensor_proto(arr, out=request.inputs[name])
         if output_filter:
             request.output_filter.extend(output_filter)
         return request
@@ -789,7 +777,10 @@ class RestClient:
         dtypes: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The JSON body of a predict: row (``instances``) or columnar (``inputs``) format."""
-        arrays = _prepare_inputs(inputs, dtypes, text_as_bytes=False)
+        arrays = {
+            name: _text_array(arr, as_bytes=False) if arr.dtype == object else arr
+            for name, arr in _typed_inputs(inputs, dtypes).items()
+        }
         body: dict[str, Any] = {"signature_name": signature_name}
         if columnar:
             body["inputs"] = {name: _json_value(arr) for name, arr in arrays.items()}

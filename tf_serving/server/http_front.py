@@ -227,13 +227,11 @@ class HttpFront:
     def stop(self) -> None:
         """Answers new requests 503, closes the listener and connections, joins the thread."""
         self.stopping = True
-        if self._thread is not None:
-            # After a failed start the thread closed its loop and is ending: nothing to stop.
-            if self._loop is not None and not self._loop.is_closed():
-                try:
-                    self._loop.call_soon_threadsafe(self._loop.stop)
-                except RuntimeError:  # closed meanwhile (the loop ended on its own)
-                    pass
+        if self._thread is not None:  # start() ran, so the thread has set self._loop
+            try:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+            except RuntimeError:  # the loop is closed: a failed start, or stopped already
+                pass
             self._thread.join(30)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
