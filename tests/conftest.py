@@ -29,7 +29,7 @@ SLOW_FIXTURES = frozenset({"served"})
 
 # The longest test files, longest first (2-core runs, 2026-12-01: 60-150 s each). They are
 # handed to xdist workers first, so that no worker starts a 150 s file when the others are
-# nearly done: with them last in collection order, one worker ran alone for the final 80 s.
+# nearly done (xdist's default, most tests first, left one worker alone for the last 80 s).
 LONGEST_FILES = (
     "test_benchmark_train.py",
     "test_distribute.py",
@@ -49,6 +49,13 @@ LONGEST_FILES = (
     "test_apps.py",
     "test_server.py",
 )
+
+
+def pytest_configure(config):
+    # xdist's loadfile would otherwise hand out files by their number of tests, not in this
+    # order (`pytest_collection_modifyitems`).
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(items):
