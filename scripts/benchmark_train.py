@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
-from wdl_tf.benchmarks import train_bench, train_e2e, train_report  # noqa: E402
+from wdl_tf.benchmarks import train_bench, train_report  # noqa: E402
 from wdl_tf.benchmarks.train_settings import (  # noqa: E402
     FIELDS,
     IMPLEMENTATIONS,
@@ -91,14 +91,10 @@ def define_flags() -> None:
     )
     flags.DEFINE_bool("isolate", True, "Run each end-to-end configuration in a subprocess.")
     flags.DEFINE_integer("config_timeout", 420, "Seconds before a configuration is abandoned.")
-    flags.DEFINE_string("worker", None, "Internal: run one configuration from this job file.")
 
 
 def main(argv):
     del argv
-    if FLAGS.worker:  # one configuration; the benchmark itself runs train_e2e as a module
-        train_e2e.worker_main(FLAGS.worker)
-        return
     try:
         settings = resolve_settings(
             {name: FLAGS[name].value for name in FIELDS},
