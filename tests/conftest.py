@@ -68,6 +68,7 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(os.path.basename(str(item.path)), len(rank)))
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: no error when xdist is not loaded
 def pytest_xdist_auto_num_workers(config):
     """``-n auto``: one worker more than there are cores (unless
     ``PYTEST_XDIST_AUTO_NUM_WORKERS`` says otherwise). Many tests wait on a subprocess, a
