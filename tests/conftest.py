@@ -68,18 +68,37 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(os.path.basename(str(item.path)), len(rank)))
 
 
+# Memory one worker may need at its peak: a worker with TensorFlow loaded (~1-2 GiB while
+# it trains) plus the train.py or cluster subprocesses a test starts.
+WORKER_GIB = 3
+
+
+def _available_gib() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: no error when xdist is not loaded
 def pytest_xdist_auto_num_workers(config):
-    """``-n auto``: one worker more than there are cores (unless
-    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` says otherwise). Many tests wait on a subprocess, a
-    server or a file lock with the CPU idle; on 2 cores the suite took 762 s with 2 workers,
-    675 s with 3 and 705 s with 4 (one evening, same code)."""
+    """``-n auto``: one worker more than there are cores, at most one per `WORKER_GIB` of
+    available memory (``PYTEST_XDIST_AUTO_NUM_WORKERS`` overrides both). Many tests wait on
+    a subprocess, a server or a file lock with the CPU idle; on 2 cores the suite took 762 s
+    with 2 workers, 675 s with 3 and 705 s with 4 (one evening, same code)."""
     env = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS")
     if env:
         return int(env)
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) + 1
-    return (os.cpu_count() or 1) + 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = (cores or 1) + 1
+    memory = _available_gib()
+    if memory is not None:
+        workers = min(workers, int(memory // WORKER_GIB))
+    return max(1, workers)
 
 
 @dataclasses.dataclass(frozen=True)
