@@ -570,7 +570,8 @@ def _run_span(config, spec, files, i, previous, progress) -> dict:
     # Encoded once: the warm and the cold model share the span's preprocessing state.
     encoder = pp.FeaturePreprocessor(spec, state, name="preprocessor")
     curve_data = _raw(spec, files[i + 1], train, config.curve_eval_rows)
-    curve_data = curve_data.map(input_pipeline.as_written(lambda x, y: (encoder(x), y))).cache()
+    encode = input_pipeline.encoding(encoder)
+    curve_data = curve_data.map(encode).cache()
     warm_from = _span_dir(root, numbers[i - 1]) if i > 0 else None
     label = f"span {n} {'warm' if warm_from else 'first'}"
     model, preprocessor, warm_curve, report = _train_model(
@@ -593,7 +594,6 @@ def _run_span(config, spec, files, i, previous, progress) -> dict:
     eval_raw = _raw(spec, files[i + 1], train)
     if train.eval_steps:
         eval_raw = eval_raw.take(train.eval_steps)
-    encode = input_pipeline.as_written(lambda x, y: (encoder(x), y))
     eval_metrics = train_lib.evaluate(model, eval_raw.map(encode))
     eval_metrics["span"], eval_metrics["eval_span"] = n, next_n
     with open(os.path.join(partial, "metrics.json"), "w") as f:

@@ -252,7 +252,7 @@ def training_dataset(
     iteration; the caller repeats or skips batches as it would without a cache."""
     write = dataclasses.replace(opts, shuffle=False, batch_size=WRITE_BATCH)
     encoded = input_pipeline.read_raw(spec, files, write, counter).map(
-        input_pipeline.as_written(lambda raw, y: (preprocessor(raw), y)),
+        input_pipeline.encoding(preprocessor),
         num_parallel_calls=AUTOTUNE,
         deterministic=True,
     )

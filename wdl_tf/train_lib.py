@@ -469,7 +469,7 @@ def _train_input(
             if skip_steps:
                 ds = ds.skip(skip_steps * runtime.local_replicas)
             ds = ds.map(
-                input_pipeline.as_written(lambda raw, y: (preprocessor(raw), y)),
+                input_pipeline.encoding(preprocessor),
                 num_parallel_calls=input_pipeline.AUTOTUNE,
                 deterministic=True,
             )
