@@ -120,12 +120,34 @@ class Runner:
         name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         sig = inf.predict_signature(servable, name)
         inf.check_input_names(sig, request.inputs.keys())
+        if sig.proto_call is not None and self._runs_whole(sig, request.inputs):
+            wanted = inf.check_output_filter(sig, request.output_filter)
+            outputs = sig.proto_call(request.inputs)
+            if outputs is not None:
+                outputs = {k: outputs[k] for k in wanted}
+                return inf.predict_response(
+                    request.model_spec.name, servable.version, name, outputs
+                )
         inputs = {
             alias: inf.tensor_to_array(alias, proto, sig.inputs[alias][0])
             for alias, proto in request.inputs.items()
         }
         outputs = self.run_predict(servable, sig, inputs, request.output_filter)
         return inf.predict_response(request.model_spec.name, servable.version, name, outputs)
+
+    def _runs_whole(self, sig: Signature, protos: Mapping) -> bool:
+        """True when a Predict request would run as one call of ``sig``: neither handed to
+        the batcher nor sliced (`_execute`). Only such requests may take the signature's
+        `ProtoCall`; the row counts come from the TensorProtos' shapes, undecoded."""
+        if sig.name not in self.batching_signatures:
+            return True
+        if self.batcher is not None:
+            return False
+        for proto in protos.values():
+            dims = proto.tensor_shape.dim
+            if dims and dims[0].size > self.max_rows_per_call:
+                return False
+        return True
 
     def classify_on(self, servable: Servable, signature_name: str, input_proto):
         """Runs a classify signature; returns (classes [N, C] | None, scores [N, C] | None)."""

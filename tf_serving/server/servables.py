@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Mapping
 
 import grpc
+import numpy as np
 import tensorflow as tf
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
+from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from tf_serving.config import ServedModel
 from tf_serving.server.status import ServingError
+
+log = logging.getLogger("tf_serving")
 
 DEFAULT_SIGNATURE = "serving_default"
 INT64_MAX = 2**63 - 1
@@ -129,6 +135,94 @@ class FlatCall:
         return self.fn._call_flat(flat, self.fn.captured_inputs)
 
 
+class ProtoCall:
+    """Runs a Predict signature on a request's TensorProtos, parsed inside one graph call.
+
+    The checked path decodes every TensorProto to numpy, checks it, and turns it into a
+    tensor again before the call: 0.9 ms of a 7.5 ms census ``rank`` call with 200
+    candidates (13 inputs; alternating blocks on this 2-core machine, BENCHMARKS.md).
+    Here the TensorProtos go in serialized, and one function parses them with
+    ``tf.io.parse_tensor`` - TensorFlow's own ``Tensor::FromProto``, the parser TF
+    Serving's C++ Predict uses (predict_util.cc) - fixes each to the signature's shape,
+    tests floating inputs for NaN/±inf, and calls the signature. It returns its outputs
+    as a flat list called through the concrete function's flat entry point (as
+    `FlatCall`), which saved another 0.4 ms against returning the output dict.
+
+    It answers only what it can answer exactly as the checked path would. It returns
+    None - the caller then takes the checked path, which raises the precise error - when
+    a dtype or shape does not match, a TensorProto does not parse, a floating input holds
+    a non-finite value, the model raises, or the function could not be built (a
+    signature with positional inputs).
+    """
+
+    def __init__(self, fn, inputs: Mapping[str, tuple[int, tuple[int, ...] | None]], outputs):
+        self._fn = fn
+        self._aliases = sorted(inputs)
+        self._inputs = dict(inputs)
+        self._outputs = tuple(outputs)
+        self._lock = threading.Lock()
+        self._call: Callable | None = None
+        self._unusable = False
+
+    def _build(self) -> Callable | None:
+        with self._lock:
+            if self._call is None and not self._unusable:
+                try:
+                    self._call = self._trace()
+                except Exception:  # noqa: BLE001 - the checked path serves it instead
+                    log.warning(
+                        "signature has no direct path; it takes the checked one", exc_info=True
+                    )
+                    self._unusable = True
+            return self._call
+
+    def _trace(self) -> Callable:
+        args, _ = self._fn.structured_input_signature
+        if args:
+            raise ValueError("the signature takes positional inputs")
+        aliases, inputs, outputs, fn = self._aliases, self._inputs, self._outputs, self._fn
+
+        @tf.function(input_signature=[tf.TensorSpec([len(aliases)], tf.string)])
+        def call(protos):
+            tensors, finite = {}, []
+            for i, alias in enumerate(aliases):
+                dtype, shape = inputs[alias]
+                dtype = tf.dtypes.as_dtype(dtype)
+                tensor = tf.io.parse_tensor(protos[i], dtype)
+                if shape is not None:
+                    tensor = tf.ensure_shape(tensor, [d if d >= 0 else None for d in shape])
+                if dtype.is_floating:
+                    finite.append(tf.reduce_all(tf.math.is_finite(tensor)))
+                tensors[alias] = tensor
+            result = fn(**tensors)
+            all_finite = tf.reduce_all(tf.stack(finite)) if finite else tf.constant(True)
+            return [result[k] for k in outputs] + [all_finite]
+
+        concrete = call.get_concrete_function()
+        if hasattr(concrete, "_call_flat"):
+            return lambda serialized: concrete._call_flat([serialized], concrete.captured_inputs)
+        return concrete
+
+    def __call__(
+        self, protos: Mapping[str, tensor_pb2.TensorProto]
+    ) -> dict[str, np.ndarray] | None:
+        """The outputs as numpy arrays, or None (see the class doc).
+
+        ``protos`` must hold exactly the signature's input aliases (checked before).
+        """
+        call = self._call or self._build()
+        if call is None:
+            return None
+        serialized = tf.constant([protos[a].SerializeToString() for a in self._aliases])
+        try:
+            *outputs, finite = call(serialized)
+        except (tf.errors.OpError, ValueError, TypeError):
+            return None
+        if not finite.numpy():
+            return None
+        return {k: v.numpy() for k, v in zip(self._outputs, outputs)}
+
+
 @dataclasses.dataclass
 class Signature:
     """One callable signature of a loaded version."""
@@ -138,6 +232,7 @@ class Signature:
     fn: Callable[..., Mapping[str, tf.Tensor]]
     inputs: dict[str, tuple[int, tuple[int, ...] | None]]  # alias → (dtype, shape | None)
     outputs: tuple[str, ...]
+    proto_call: ProtoCall | None = None
 
     @classmethod
     def create(cls, name: str, sigdef: meta_graph_pb2.SignatureDef, fn) -> Signature:
@@ -147,7 +242,8 @@ class Signature:
             if not info.tensor_shape.unknown_rank:
                 shape = tuple(int(d.size) for d in info.tensor_shape.dim)
             inputs[alias] = (int(info.dtype), shape)
-        return cls(name, sigdef, FlatCall(fn), inputs, tuple(sorted(sigdef.outputs)))
+        outputs = tuple(sorted(sigdef.outputs))
+        return cls(name, sigdef, FlatCall(fn), inputs, outputs, ProtoCall(fn, inputs, outputs))
 
 
 class Servable:
