@@ -93,7 +93,7 @@ def test_quick_serving_benchmark(tmp_path, census_export):
     assert memory["rss_mib_peak"] >= memory["rss_mib_before"] > 0
 
     profile = report["grpc_profile"]
-    assert {"client_encode", "server_decode", "model", "server_encode"} <= set(profile["steps_ms"])
+    assert {"client_encode", "server_checks_and_model", "server_encode"} <= set(profile["steps_ms"])
     assert all(_positive(ms) for ms in profile["steps_ms"].values())
 
     targets = report["targets"]
