@@ -185,12 +185,19 @@ def bench_side_by_side(
     return out
 
 
-def profile_grpc(path: str, request: tuple, iters: int, grpc_p50_ms: float) -> dict[str, Any]:
-    """Median ms of each step of one gRPC rank call, timed here with the server's functions.
+def profile_grpc(
+    path: str, server: ServerProcess, request: tuple, iters: int, block: int = 10
+) -> dict[str, Any]:
+    """Median ms of each step of one gRPC rank call, timed here with the server's functions,
+    beside the real call to ``server``.
 
-    ``model_in_process_constants`` (the signature called on ready tensors, as in-process
-    callers do) is for comparison with ``server_checks_and_model`` and is not counted in
-    the sum the transport is derived from.
+    The steps and the real call run in interleaved blocks of ``block`` (the first call of
+    each block untimed), as in `bench_side_by_side`: this machine's speed moves by up to 2×
+    within minutes, and a transport figure derived from a call p50 and step times measured
+    minutes apart came out negative (-2.6 ms on 2026-12-02). ``model_in_process_constants``
+    (the signature called on ready tensors, as in-process callers do) is for comparison
+    with ``server_checks_and_model`` and is not counted in the sum the transport is
+    derived from.
     """
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
@@ -202,41 +209,25 @@ def profile_grpc(path: str, request: tuple, iters: int, grpc_p50_ms: float) -> d
 
     context, candidates, dtypes = request
     single = {k: v[0] for k, v in context.items()}
-    client = GrpcClient("127.0.0.1:1", MODEL_NAME)  # never connects: only builds requests
+    builder = GrpcClient("127.0.0.1:1", MODEL_NAME)  # never connects: only builds requests
     servable = Servable(MODEL_NAME, 1, path)
     sig = servable.signatures["rank"]
     inputs_py = _rank_inputs(single, candidates, repeat_context=False)
 
-    def timed(fn) -> tuple[float, Any]:
-        for _ in range(max(3, iters // 10)):
-            result = fn()
-        ms = []
-        for _ in range(iters):
-            start = time.perf_counter()
-            result = fn()
-            ms.append((time.perf_counter() - start) * 1e3)
-        return float(np.median(ms)), result
-
-    steps: dict[str, float] = {}
-    steps["client_encode"], req = timed(
-        lambda: client.predict_request(inputs_py, "rank", dtypes=dtypes)
-    )
-    steps["serialize"], wire = timed(req.SerializeToString)
-    steps["server_parse"], parsed = timed(lambda: predict_pb2.PredictRequest.FromString(wire))
+    req = builder.predict_request(inputs_py, "rank", dtypes=dtypes)
+    wire = req.SerializeToString()
+    parsed = predict_pb2.PredictRequest.FromString(wire)
 
     def direct():  # what Runner.predict_on runs for this request (servables.ProtoCall)
         inf.check_input_names(sig, parsed.inputs.keys())
         inf.check_output_filter(sig, ())
         return sig.proto_call(parsed.inputs)
 
-    steps["server_checks_and_model"], outputs = timed(direct)
+    outputs = direct()
     if outputs is None:
         raise RuntimeError("the server's direct path refused the benchmark's rank request")
     arrays = {a: inf.tensor_to_array(a, p, sig.inputs[a][0]) for a, p in parsed.inputs.items()}
     constants = {k: tf.constant(v) for k, v in arrays.items()}
-    steps["model_in_process_constants"], _ = timed(
-        lambda: {k: v.numpy() for k, v in sig.fn(**constants).items()}
-    )
 
     def encode():
         response = predict_pb2.PredictResponse()
@@ -244,19 +235,42 @@ def profile_grpc(path: str, request: tuple, iters: int, grpc_p50_ms: float) -> d
             response.outputs[alias].CopyFrom(inf.array_to_tensor(value))
         return response.SerializeToString()
 
-    steps["server_encode"], answer = timed(encode)
-    steps["client_decode"], _ = timed(
-        lambda: {
+    answer = encode()
+    client = make_client("grpc", server)
+    calls = {
+        "client_encode": lambda: builder.predict_request(inputs_py, "rank", dtypes=dtypes),
+        "serialize": req.SerializeToString,
+        "server_parse": lambda: predict_pb2.PredictRequest.FromString(wire),
+        "server_checks_and_model": direct,
+        "model_in_process_constants": lambda: {
+            k: v.numpy() for k, v in sig.fn(**constants).items()
+        },
+        "server_encode": encode,
+        "client_decode": lambda: {
             k: tensor_array(t)
             for k, t in predict_pb2.PredictResponse.FromString(answer).outputs.items()
-        }
-    )
-    counted = sum(v for k, v in steps.items() if k != "model_in_process_constants")
+        },
+        "grpc_call": lambda: client.rank(context, candidates, dtypes=dtypes, repeat_context=False),
+    }
+    ms: dict[str, list[float]] = {name: [] for name in calls}
+    try:
+        for _ in range(max(1, iters // block)):
+            for name, fn in calls.items():
+                fn()
+                for _ in range(block):
+                    start = time.perf_counter()
+                    fn()
+                    ms[name].append((time.perf_counter() - start) * 1e3)
+    finally:
+        client.close()
+    medians = {name: float(np.median(v)) for name, v in ms.items()}
+    grpc_p50 = medians.pop("grpc_call")
+    counted = sum(v for k, v in medians.items() if k != "model_in_process_constants")
     return {
-        "iters": iters,
-        "grpc_p50_ms": grpc_p50_ms,
-        "steps_ms": steps,
-        "transport_and_dispatch_ms": grpc_p50_ms - counted,
+        "iters": len(ms["grpc_call"]),
+        "grpc_p50_ms": grpc_p50,
+        "steps_ms": medians,
+        "transport_and_dispatch_ms": grpc_p50 - counted,
         "request_bytes": len(wire),
         "response_bytes": len(answer),
     }
@@ -334,6 +348,7 @@ def run_benchmark(work_dir: str, options: ServingOptions) -> dict[str, Any]:
             f"failed {keepalive['failed']}",
             flush=True,
         )
+        profile = profile_grpc(src, server, request, profile_iters)
         limits = check_limits(server, limit)
         body, rows = limit_sized_body(dtypes, limit)
         memory = measure_limit_request(server, body, rows)
@@ -346,9 +361,7 @@ def run_benchmark(work_dir: str, options: ServingOptions) -> dict[str, Any]:
     finally:
         server.stop()
 
-    grpc_1 = next((p for p in points if p["protocol"] == "grpc" and p["clients"] == 1), None)
     ratio = side["ratio_p50"]
-    profile = profile_grpc(src, request, profile_iters, grpc_1["p50_ms"] if grpc_1 else 0.0)
     limits_ok = (
         limits.get("chunk_size_minus_1", {}).get("status") == 400
         and limits.get("content_length_over_limit", {}).get("status") == 413
