@@ -186,18 +186,21 @@ def bench_side_by_side(
 
 
 def profile_grpc(
-    path: str, server: ServerProcess, request: tuple, iters: int, block: int = 10
+    path: str, server: ServerProcess, request: tuple, iters: int, block: int = 25, settle: int = 5
 ) -> dict[str, Any]:
     """Median ms of each step of one gRPC rank call, timed here with the server's functions,
     beside the real call to ``server``.
 
-    The steps and the real call run in interleaved blocks of ``block`` (the first call of
-    each block untimed), as in `bench_side_by_side`: this machine's speed moves by up to 2×
-    within minutes, and a transport figure derived from a call p50 and step times measured
-    minutes apart came out negative (-2.6 ms on 2026-12-02). ``model_in_process_constants``
-    (the signature called on ready tensors, as in-process callers do) is for comparison
-    with ``server_checks_and_model`` and is not counted in the sum the transport is
-    derived from.
+    The steps and the real call run in interleaved blocks of ``block`` timed calls after
+    ``settle`` untimed ones, as in `bench_side_by_side`: this machine's speed moves by up to
+    2× within minutes, and a transport figure derived from a call p50 and step times
+    measured minutes apart came out negative (-2.6 ms on 2026-12-02). With only one call of
+    each block untimed, the gRPC p50 came out 9.9 ms against 8.1 ms side by side in the same
+    run: the first calls after a switch pay for the two processes trading the cores.
+
+    ``model_in_process_constants`` (the signature called on ready tensors, as in-process
+    callers do) is for comparison with ``server_checks_and_model`` and is not counted in
+    the sum the transport is derived from.
     """
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
@@ -256,7 +259,8 @@ def profile_grpc(
     try:
         for _ in range(max(1, iters // block)):
             for name, fn in calls.items():
-                fn()
+                for _ in range(settle):
+                    fn()
                 for _ in range(block):
                     start = time.perf_counter()
                     fn()
