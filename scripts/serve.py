@@ -12,9 +12,9 @@
   with the model directories and the config dir mounted read-only.
 * Otherwise (or --local): tf_serving/server/, the TF-Serving-compatible local server, with
   the same models, batching, monitoring and label flags, and its own limits
-  (--max_body_bytes, --max_in_flight_requests, --grpc_workers, --rest_backlog,
-  --rest_keepalive_timeout_s), which the real server does not have: giving one of those
-  with the real server or Docker is an error, not a silent no-op.
+  (--max_body_bytes, --max_in_flight_requests, --grpc_workers, --max_decoded_bytes,
+  --rest_backlog, --rest_keepalive_timeout_s), which the real server does not have: giving
+  one of those with the real server or Docker is an error, not a silent no-op.
 
 The command is printed first; --dry_run prints it without running anything.
 """

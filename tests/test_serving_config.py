@@ -326,6 +326,16 @@ def test_serve_plan_real_docker_and_local(tmp_path):
         launch.make_plan(
             model_base_path=str(export), binary="tfs", local_limits={"max_body_bytes": 1}
         )
+    # Every limit serve.py offers is a keyword of the local server it is passed to.
+    import inspect
+
+    from tf_serving.server import ModelServer
+
+    assert set(launch.LOCAL_LIMITS) <= set(inspect.signature(ModelServer).parameters)
+    with pytest.raises(ValueError, match="--max_decoded_bytes: only the local server"):
+        launch.make_plan(
+            model_base_path=str(export), binary="tfs", local_limits={"max_decoded_bytes": 1}
+        )
     plan = launch.make_plan(
         model_base_path=str(export),
         binary="tfs",

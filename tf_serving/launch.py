@@ -22,6 +22,11 @@ LOCAL_LIMITS = {
     "max_body_bytes": (int, "largest REST request body, in bytes (default 64 MiB; 413 above)."),
     "max_in_flight_requests": (int, "REST requests handled at once (default 256; 503 above)."),
     "grpc_workers": (int, "threads serving gRPC requests (default 16)."),
+    "max_decoded_bytes": (
+        int,
+        "a Predict request whose tensors would take more bytes decoded is refused "
+        "(default 4 GiB; a few bytes of TensorProto can claim billions of elements).",
+    ),
     "rest_backlog": (int, "listen backlog of the REST port (default 1024)."),
     "rest_keepalive_timeout_s": (
         float,

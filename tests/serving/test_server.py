@@ -18,6 +18,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -776,6 +777,51 @@ def test_grpc_errors(served, prediction_stub):
     request.input.example_list.examples.extend(served.examples())
     code, details = _grpc_error(prediction_stub.Regress, request)
     assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT, "Expected one input Tensor.")
+
+
+def test_a_tiny_request_claiming_a_huge_tensor_is_refused_not_run(served, prediction_stub):
+    # One float for a [3e9, 1] age: Tensor::FromProto would repeat it 3e9 times (12 GB);
+    # the server (before the decoded-size bound) allocated it and was killed by the kernel.
+    import resource
+
+    request = _predict_request(served)
+    age = request.inputs["age"]
+    age.Clear()
+    age.dtype = types_pb2.DT_FLOAT
+    age.tensor_shape.dim.add(size=3_000_000_000)
+    age.tensor_shape.dim.add(size=1)
+    age.float_val.append(39.0)
+    assert request.ByteSize() < 2000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB; the server is in-process
+    code, details = _grpc_error(prediction_stub.Predict, request)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith("input age has shape [3000000000,1]")
+    assert "--max_decoded_bytes" in details
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 512 * 1024
+    # The server still answers.
+    response = prediction_stub.Predict(_predict_request(served), timeout=60)
+    assert response.outputs["probabilities"].tensor_shape.dim[0].size == len(served.rows)
+
+
+def test_decoded_size_bound_counts_every_input():
+    from tf_serving.server.inference import check_decoded_size
+    from tf_serving.server.status import ServingError
+
+    inputs = {  # 40 + 80 bytes decoded
+        "a": tf.make_tensor_proto(np.zeros((10, 1), np.float32)),
+        "b": tf.make_tensor_proto(np.zeros((10, 1), np.int64)),
+    }
+    check_decoded_size(inputs, 120)  # at the limit: accepted
+    with pytest.raises(ServingError, match=r"input b has shape \[10,1\]: .* 120 bytes decoded"):
+        check_decoded_size(inputs, 119)
+    strings = {"s": tf.make_tensor_proto(np.array([b"x"] * 5, dtype=object))}  # 5 tstrings
+    check_decoded_size(strings, 5 * 24)
+    with pytest.raises(ServingError, match="input s has shape"):
+        check_decoded_size(strings, 5 * 24 - 1)
+    from tf_serving.server.runner import Runner
+
+    with pytest.raises(ValueError, match="max_decoded_bytes must be >= 1"):
+        Runner(max_decoded_bytes=0)
 
 
 # ----------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from tf_serving import config as cfg
 from tf_serving.server import http_front
 from tf_serving.server.grpc_front import DEFAULT_GRPC_WORKERS
 from tf_serving.server.model_server import DEFAULT_BATCHING_SIGNATURES, serve
-from tf_serving.server.runner import DEFAULT_MAX_ROWS_PER_CALL
+from tf_serving.server.runner import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_ROWS_PER_CALL
 
 
 def _bool(text: str) -> bool:
@@ -48,6 +48,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_MAX_ROWS_PER_CALL,
         help="larger row-wise requests run in slices of this many rows",
+    )
+    add(
+        "--max_decoded_bytes",
+        type=int,
+        default=DEFAULT_MAX_DECODED_BYTES,
+        help="a Predict request whose tensors would take more bytes decoded is refused",
     )
     add("--grpc_workers", type=int, default=DEFAULT_GRPC_WORKERS)
     add("--max_body_bytes", type=int, default=http_front.DEFAULT_MAX_BODY_BYTES)
@@ -102,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_timeout_micros=args.batch_timeout_micros,
             batching_signatures=[s for s in args.batching_signatures.split(",") if s],
             max_rows_per_call=args.max_rows_per_call,
+            max_decoded_bytes=args.max_decoded_bytes,
             grpc_workers=args.grpc_workers,
             max_body_bytes=args.max_body_bytes,
             max_in_flight_requests=args.max_in_flight_requests,

@@ -34,7 +34,7 @@ from tf_serving import config as cfg
 from tf_serving.request_log import RequestLogWriter
 from tf_serving.server import inference as inf
 from tf_serving.server.batching import Batcher
-from tf_serving.server.runner import DEFAULT_MAX_ROWS_PER_CALL, Runner
+from tf_serving.server.runner import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_ROWS_PER_CALL, Runner
 from tf_serving.server.servables import (
     AVAILABLE,
     END,
@@ -102,7 +102,7 @@ class ServingCore:
       allow_version_labels_for_unavailable_models: TF Serving's flag of that name: a new
         label may point at a version that is not (yet) AVAILABLE; without it every label
         must point at an AVAILABLE version, so labels in the initial config are refused.
-      batcher, batching_signatures, max_rows_per_call: see `Runner`.
+      batcher, batching_signatures, max_rows_per_call, max_decoded_bytes: see `Runner`.
       request_log: logs a sample of the Predict/Classify/Regress/MultiInference requests
         served (not the warmup replays) in TF Serving's PredictionLog format; closed by
         `stop`. None = no logging.
@@ -120,6 +120,7 @@ class ServingCore:
         batcher: Batcher | None = None,
         batching_signatures: Iterable[str] = (),
         max_rows_per_call: int = DEFAULT_MAX_ROWS_PER_CALL,
+        max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
         request_log: RequestLogWriter | None = None,
     ):
         models = list(models)
@@ -133,7 +134,7 @@ class ServingCore:
         self.max_num_load_retries = max_num_load_retries
         self.load_retry_interval_s = load_retry_interval_s
         self.allow_unavailable_labels = allow_version_labels_for_unavailable_models
-        self.runner = Runner(batcher, batching_signatures, max_rows_per_call)
+        self.runner = Runner(batcher, batching_signatures, max_rows_per_call, max_decoded_bytes)
         self.request_log = request_log
         self._lock = threading.Lock()  # guards _models and every VersionRecord
         self._poll_lock = threading.RLock()  # one reconcile at a time

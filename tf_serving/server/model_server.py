@@ -19,7 +19,7 @@ from tf_serving.server.core import ServingCore, models_from_config
 from tf_serving.server.grpc_front import DEFAULT_GRPC_WORKERS, start_grpc_server
 from tf_serving.server.metrics import Metrics
 from tf_serving.server.rest_api import Answer, RestApi
-from tf_serving.server.runner import DEFAULT_MAX_ROWS_PER_CALL, Runner
+from tf_serving.server.runner import DEFAULT_MAX_DECODED_BYTES, DEFAULT_MAX_ROWS_PER_CALL, Runner
 
 log = logging.getLogger("tf_serving")
 
@@ -55,6 +55,8 @@ class ModelServer:
         i): their Predict requests are batched (with ``batching``) and sliced.
       max_rows_per_call: a request to a row-wise signature with more rows runs in slices
         of this many rows (bounded model memory; same outputs).
+      max_decoded_bytes: a Predict request whose tensors would take more bytes decoded is
+        refused (INVALID_ARGUMENT / 400), e.g. a small TensorProto claiming a huge shape.
       enable_model_warmup: replay ``assets.extra/tf_serving_warmup_requests`` on load.
       max_num_load_retries / load_retry_interval_s: retries of a version that failed.
       request_log_dir / request_log_sampling_rate: log that share of the requests served
@@ -92,6 +94,7 @@ class ModelServer:
         batch_timeout_micros: int = 1000,
         batching_signatures: Iterable[str] = DEFAULT_BATCHING_SIGNATURES,
         max_rows_per_call: int = DEFAULT_MAX_ROWS_PER_CALL,
+        max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
         enable_model_warmup: bool = True,
         max_num_load_retries: int = 5,
         load_retry_interval_s: float = 60.0,
@@ -135,6 +138,7 @@ class ModelServer:
             batcher=batcher if batching else None,
             batching_signatures=batching_signatures,
             max_rows_per_call=max_rows_per_call,
+            max_decoded_bytes=max_decoded_bytes,
             request_log=request_log,
         )
         self.metrics: Metrics | None = None

@@ -23,6 +23,7 @@ log = logging.getLogger("tf_serving")
 
 
 DEFAULT_MAX_ROWS_PER_CALL = 8192
+DEFAULT_MAX_DECODED_BYTES = 4 << 30
 
 
 class Runner:
@@ -35,6 +36,8 @@ class Runner:
       max_rows_per_call: a request to a row-wise signature with more rows runs in slices
         of this many rows, so the model's intermediate tensors for a huge request (a body
         at the size limit holds ~190K census rows) stay bounded; outputs are the same.
+      max_decoded_bytes: a Predict request whose tensors would take more bytes once
+        decoded is refused (`inference.check_decoded_size`).
     """
 
     def __init__(
@@ -42,9 +45,13 @@ class Runner:
         batcher: Batcher | None = None,
         batching_signatures: Iterable[str] = (),
         max_rows_per_call: int = DEFAULT_MAX_ROWS_PER_CALL,
+        max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES,
     ):
         if max_rows_per_call < 1:
             raise ValueError(f"max_rows_per_call must be >= 1, got {max_rows_per_call}")
+        if max_decoded_bytes < 1:
+            raise ValueError(f"max_decoded_bytes must be >= 1, got {max_decoded_bytes}")
+        self.max_decoded_bytes = max_decoded_bytes
         self.batcher = batcher
         self.batching_signatures = frozenset(batching_signatures)
         self.max_rows_per_call = max_rows_per_call
@@ -120,6 +127,7 @@ class Runner:
         name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         sig = inf.predict_signature(servable, name)
         inf.check_input_names(sig, request.inputs.keys())
+        inf.check_decoded_size(request.inputs, self.max_decoded_bytes)
         if sig.proto_call is not None and self._runs_whole(sig, request.inputs):
             wanted = inf.check_output_filter(sig, request.output_filter)
             outputs = sig.proto_call(request.inputs)
