@@ -32,7 +32,7 @@ def test_quick_benchmark_reports_every_section(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=600,  # < 60 s on an idle 2-core machine; leave room for a loaded one
+        timeout=600,  # ~85 s on an idle 2-core machine; leave room for a loaded one
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
         cwd=ROOT,
     )
