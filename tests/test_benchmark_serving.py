@@ -126,3 +126,18 @@ def test_rank_request_is_one_context_row_and_a_column_of_candidates():
     )
     assert tensors["age"].shape == (1, 1) and tensors["age"].dtype == np.float32
     assert tensors["education"].tolist() == [[b"Bachelors"], [b"HS-grad"]]
+
+
+def test_alternating_blocks_order_and_settle():
+    from wdl_tf.benchmarks.serving_bench import alternating_blocks
+
+    order = []
+    calls = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    steady, every = alternating_blocks(calls, rounds=2, per_block=3, settle=1)
+    assert "".join(order) == "aaabbbaaabbb"
+    assert {k: len(v) for k, v in every.items()} == {"a": 6, "b": 6}
+    assert {k: len(v) for k, v in steady.items()} == {"a": 4, "b": 4}  # 1 of 3 dropped
+    assert all(s >= 0 for v in every.values() for s in v)
+    for settle in (-1, 3):
+        with pytest.raises(ValueError, match="settle: must be in"):
+            alternating_blocks(calls, rounds=1, per_block=3, settle=settle)

@@ -42,6 +42,7 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -129,6 +130,32 @@ def bench_in_process(path: str, tensors: dict[str, np.ndarray], iters: int) -> d
     return {"iters": iters, **percentiles(latencies)}
 
 
+def alternating_blocks(
+    calls: dict[str, Callable[[], Any]], rounds: int, per_block: int, settle: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Runs each of ``calls`` in turn, ``per_block`` times in a row, for ``rounds`` rounds;
+    returns the seconds of every call by name, without and with the first ``settle`` calls
+    of each block (``steady``, ``every``).
+
+    Alternating blocks let a drift in this machine's speed move every call alike; the first
+    calls after a switch are left out of ``steady`` (see `bench_side_by_side`).
+    """
+    if not 0 <= settle < per_block:
+        raise ValueError(f"settle: must be in [0, calls={per_block}), got {settle}")
+    steady: dict[str, list[float]] = {name: [] for name in calls}
+    every: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            for position in range(per_block):
+                start = time.perf_counter()
+                call()
+                seconds = time.perf_counter() - start
+                every[name].append(seconds)
+                if position >= settle:
+                    steady[name].append(seconds)
+    return steady, every
+
+
 def bench_side_by_side(
     path: str, server: ServerProcess, request: tuple, rounds: int, calls: int, settle: int = 5
 ) -> dict[str, Any]:
@@ -148,8 +175,6 @@ def bench_side_by_side(
     """
     import tensorflow as tf
 
-    if not 0 <= settle < calls:
-        raise ValueError(f"settle: must be in [0, calls={calls}), got {settle}")
     context, candidates, dtypes = request
     fn = tf.saved_model.load(path).signatures["rank"]
     inputs = {k: tf.constant(v) for k, v in rank_tensors(*request).items()}
@@ -161,20 +186,12 @@ def bench_side_by_side(
     def in_process_call():
         fn(**inputs)["scores"].numpy()
 
-    steady: dict[str, list[float]] = {"in_process": [], "grpc": []}
-    every: dict[str, list[float]] = {"in_process": [], "grpc": []}
     for call in (in_process_call, grpc_call):  # warm both
         for _ in range(max(5, calls // 2)):
             call()
-    for _ in range(rounds):
-        for name, call in (("in_process", in_process_call), ("grpc", grpc_call)):
-            for position in range(calls):
-                start = time.perf_counter()
-                call()
-                seconds = time.perf_counter() - start
-                every[name].append(seconds)
-                if position >= settle:
-                    steady[name].append(seconds)
+    steady, every = alternating_blocks(
+        {"in_process": in_process_call, "grpc": grpc_call}, rounds, calls, settle
+    )
     client.close()
     out = {name: {"iters": len(v), **percentiles(v)} for name, v in steady.items()}
     out["ratio_p50"] = out["grpc"]["p50_ms"] / out["in_process"]["p50_ms"]
@@ -186,17 +203,18 @@ def bench_side_by_side(
 
 
 def profile_grpc(
-    path: str, server: ServerProcess, request: tuple, iters: int, block: int = 25, settle: int = 5
+    path: str, server: ServerProcess, request: tuple, iters: int, block: int = 30, settle: int = 5
 ) -> dict[str, Any]:
     """Median ms of each step of one gRPC rank call, timed here with the server's functions,
     beside the real call to ``server``.
 
-    The steps and the real call run in interleaved blocks of ``block`` timed calls after
-    ``settle`` untimed ones, as in `bench_side_by_side`: this machine's speed moves by up to
-    2× within minutes, and a transport figure derived from a call p50 and step times
-    measured minutes apart came out negative (-2.6 ms on 2026-12-02). With only one call of
-    each block untimed, the gRPC p50 came out 9.9 ms against 8.1 ms side by side in the same
-    run: the first calls after a switch pay for the two processes trading the cores.
+    The steps and the real call run in interleaved blocks of ``block`` calls, the first
+    ``settle`` of each untimed (`alternating_blocks`, as in `bench_side_by_side`): this
+    machine's speed moves by up to 2× within minutes, and a transport figure derived from a
+    call p50 and step times measured minutes apart came out negative (-2.6 ms on
+    2026-12-02). With only one call of each block untimed, the gRPC p50 came out 9.9 ms
+    against 8.1 ms side by side in the same run: the first calls after a switch pay for the
+    two processes trading the cores.
 
     ``model_in_process_constants`` (the signature called on ready tensors, as in-process
     callers do) is for comparison with ``server_checks_and_model`` and is not counted in
@@ -255,23 +273,17 @@ def profile_grpc(
         },
         "grpc_call": lambda: client.rank(context, candidates, dtypes=dtypes, repeat_context=False),
     }
-    ms: dict[str, list[float]] = {name: [] for name in calls}
     try:
-        for _ in range(max(1, iters // block)):
-            for name, fn in calls.items():
-                for _ in range(settle):
-                    fn()
-                for _ in range(block):
-                    start = time.perf_counter()
-                    fn()
-                    ms[name].append((time.perf_counter() - start) * 1e3)
+        seconds, _ = alternating_blocks(calls, max(1, iters // (block - settle)), block, settle)
     finally:
         client.close()
-    medians = {name: float(np.median(v)) for name, v in ms.items()}
+    medians = {name: float(np.median(v)) * 1e3 for name, v in seconds.items()}
     grpc_p50 = medians.pop("grpc_call")
     counted = sum(v for k, v in medians.items() if k != "model_in_process_constants")
     return {
-        "iters": len(ms["grpc_call"]),
+        "iters": len(seconds["grpc_call"]),
+        "calls_per_block": block,
+        "settle": settle,
         "grpc_p50_ms": grpc_p50,
         "steps_ms": medians,
         "transport_and_dispatch_ms": grpc_p50 - counted,

@@ -85,7 +85,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         "",
         f"gRPC 1-client rank p50 {prof['grpc_p50_ms']:.2f} ms, by step (median ms, "
         f"{prof['iters']} iterations each, the steps and the real call in interleaved blocks "
-        f"of 25 after 5 untimed; request {prof['request_bytes']} B, response "
+        f"of {prof['calls_per_block']}, the first {prof['settle']} of each untimed; request "
+        f"{prof['request_bytes']} B, response "
         f"{prof['response_bytes']} B):",
         "",
         "| step | ms |",
