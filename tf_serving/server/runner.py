@@ -128,7 +128,7 @@ class Runner:
         sig = inf.predict_signature(servable, name)
         inf.check_input_names(sig, request.inputs.keys())
         inf.check_decoded_size(request.inputs, self.max_decoded_bytes)
-        if sig.proto_call is not None and self._runs_whole(sig, request.inputs):
+        if self._runs_whole(sig, request.inputs):
             wanted = inf.check_output_filter(sig, request.output_filter)
             outputs = sig.proto_call(request.inputs)
             if outputs is not None:

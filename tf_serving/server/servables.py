@@ -232,7 +232,7 @@ class Signature:
     fn: Callable[..., Mapping[str, tf.Tensor]]
     inputs: dict[str, tuple[int, tuple[int, ...] | None]]  # alias → (dtype, shape | None)
     outputs: tuple[str, ...]
-    proto_call: ProtoCall | None = None
+    proto_call: ProtoCall
 
     @classmethod
     def create(cls, name: str, sigdef: meta_graph_pb2.SignatureDef, fn) -> Signature:
