@@ -3,7 +3,7 @@ training from files (uncached and with the encoded cache).
 
     python scripts/benchmark_train.py --output_json=/tmp/bench.json --output_md=/tmp/bench.md
     python scripts/benchmark_train.py --sections=from_files   # one part only
-    python scripts/benchmark_train.py --quick --output_json=/tmp/quick.json   # ~85 s, tiny
+    python scripts/benchmark_train.py --quick --output_json=/tmp/quick.json   # ~1 min, tiny
 
 Flag wiring only: what is measured and how is `wdl_tf.benchmarks.train_bench` (its sections
 listed there), the Markdown `wdl_tf.benchmarks.train_report`. The Markdown is printed too.
@@ -41,7 +41,7 @@ def define_flags() -> None:
         os.path.join(tempfile.gettempdir(), "wdl_tf_benchmark_data"),
         "Cache of synthetic files, TFRecord shards, preprocessing state and encoded batches.",
     )
-    flags.DEFINE_bool("quick", False, "Tiny sizes, in-process (a smoke run, ~85 s on 2 cores).")
+    flags.DEFINE_bool("quick", False, "Tiny sizes, in-process (a smoke run, ~1 min on 2 cores).")
     flags.DEFINE_string("device_name", None, "Label of this machine in the report.")
     flags.DEFINE_integer("rows", 200_000, "Synthetic Criteo rows written (and trained on).")
     flags.DEFINE_integer("batch_size", 1024, "Training and input pipeline batch size.")

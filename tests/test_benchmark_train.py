@@ -32,7 +32,7 @@ def test_quick_benchmark_reports_every_section(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=600,  # ~85 s on an idle 2-core machine; leave room for a loaded one
+        timeout=600,  # ~1 min on an idle 2-core machine; leave room for a loaded one
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
         cwd=ROOT,
     )
@@ -57,8 +57,9 @@ def test_quick_benchmark_reports_every_section(tmp_path):
 
     # 2. End to end: every implementation at every bucket count; tf_keras may be n/a.
     results = report["end_to_end"]["results"]
+    buckets = [int(hb) for hb in QUICK["hash_buckets"]]
     assert {(r["implementation"], r["hash_buckets"]) for r in results} == {
-        (i, hb) for i in ("wdl_tf", "keras_stock", "tf_keras") for hb in (1000, 10000)
+        (i, hb) for i in ("wdl_tf", "keras_stock", "tf_keras") for hb in buckets
     }
     for r in results:
         if r["implementation"] == "tf_keras" and r["status"] == "n/a":
@@ -73,7 +74,7 @@ def test_quick_benchmark_reports_every_section(tmp_path):
     pipe = report["input_pipeline"]
     assert _positive(pipe["csv"]["examples_per_s"])
     assert _positive(pipe["tfrecord"]["examples_per_s"])
-    assert len(pipe["ratios"]) == 2
+    assert len(pipe["ratios"]) == len(buckets)
     assert all(_positive(r["csv_ratio"]) and _positive(r["tfrecord_ratio"]) for r in pipe["ratios"])
 
     # 4. Roofline: measured GFLOP/s, FLOPs per example (quick: 4 numerics + 6 × 8-d), limit.
@@ -96,7 +97,7 @@ def test_quick_benchmark_reports_every_section(tmp_path):
     # count; every epoch uncached and cached timed, the cache written and measured.
     files = report["from_files"]["results"]
     assert {(r["implementation"], r["hash_buckets"]) for r in files} == {
-        (i, hb) for i in ("wdl_tf", "tf_keras") for hb in (1000, 10000)
+        (i, hb) for i in ("wdl_tf", "tf_keras") for hb in buckets
     }
     for r in files:
         if r["implementation"] == "tf_keras" and r["status"] == "n/a":
@@ -133,6 +134,21 @@ def test_quick_benchmark_reports_every_section(tmp_path):
         r.pop("fraction_of_mlp_limit", None)
     assert "| n/a |" in train_report.format_markdown(partial)
 
+    # A full run has two bucket counts (10K, 1M): every per-configuration table gets a row
+    # for each. The quick run has one; a copy of its results at a second count stands in.
+    def at_two_counts(rows):
+        return rows + [{**r, "hash_buckets": 123_456} for r in rows]
+
+    both = json.loads(json.dumps(report))
+    for section in ("end_to_end", "from_files"):
+        both[section]["results"] = at_two_counts(both[section]["results"])
+    both["input_pipeline"]["ratios"] = at_two_counts(both["input_pipeline"]["ratios"])
+    both["roofline"]["achieved"] = at_two_counts(both["roofline"]["achieved"])
+    both["memory"]["per_config"] = at_two_counts(both["memory"]["per_config"])
+    two = train_report.format_markdown(both)
+    assert "÷ wdl_tf training @ 123,456" in two
+    assert two.count("wdl_tf (ours) @ 123,456") == two.count(f"wdl_tf (ours) @ {buckets[0]:,}")
+
 
 def test_quick_sizes_replace_only_the_flags_not_given():
     values = dict(
@@ -149,7 +165,7 @@ def test_quick_sizes_replace_only_the_flags_not_given():
     values.update(rows=200_000, batch_size=512)  # as their flags' values would be
     settings = resolve_settings(values, given={"batch_size"})
     assert (settings.rows, settings.batch_size) == (4096, 512)  # rows not given: QUICK's
-    assert settings.hash_buckets == (1000, 10000) and settings.hidden_units == (64, 32, 16)
+    assert settings.hash_buckets == (1000,) and settings.hidden_units == (64, 32, 16)
     assert settings.train_batches == 4096 // 512 and settings.isolate is False
     with pytest.raises(ValueError, match="--hash_buckets: expected comma-separated integers"):
         resolve_settings({**values, "hash_buckets": ["x"]}, given={"hash_buckets"})

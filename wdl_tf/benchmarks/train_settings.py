@@ -20,12 +20,14 @@ IMPL_TITLES = {
 SECTIONS = ("optimizer_step", "roofline", "input_pipeline", "end_to_end", "from_files")
 PIPELINE_TARGET_RATIO = 3.0  # input pipeline examples/s ÷ wdl_tf training examples/s
 
-# ``--quick``: tiny sizes, in-process, for a smoke run (83 s on an idle 2-core machine on
-# 2026-12-02, 50 s of it training from files); only flags not given change.
+# ``--quick``: tiny sizes, in-process, for a smoke run (about 1 min on an idle 2-core
+# machine on 2026-12-02); only flags not given change. One bucket count: a configuration's
+# cost is mostly tracing and Keras' fit setup, the same at every table size, and a second
+# count doubled the run (112 s) without reaching code the first does not.
 QUICK = dict(
     rows=4096,
     batch_size=256,
-    hash_buckets=["1000", "10000"],
+    hash_buckets=["1000"],
     hidden_units="64,32,16",
     embedding_dim=8,
     numeric_features=4,
