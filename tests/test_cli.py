@@ -4,6 +4,8 @@ import functools
 import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 from helpers import ROOT, run_script
@@ -55,6 +57,43 @@ def test_bad_flags_fail_before_training(tmp_path, flags, message):
     assert re.search(message, proc.stderr), proc.stderr[-2000:]
     assert not os.path.exists(os.path.join(tmp_path, "model", "checkpoints"))
     assert not os.path.exists(os.path.join(tmp_path, "export"))
+
+
+def test_named_files_are_checked_before_tensorflow_loads(tmp_path):
+    # A typo in a path is reported at once: the check runs without importing TensorFlow
+    # (~7 s), in a fresh interpreter so that no earlier import hides one.
+    code = (
+        "import sys\n"
+        "from wdl_tf import cli, config\n"
+        "cases = [dict(feature_spec=sys.argv[1]),\n"
+        "         dict(dataset='files', feature_spec='census', train_files=sys.argv[2]),\n"
+        "         dict(dataset='files', feature_spec='census', train_files=sys.argv[3],\n"
+        "              eval_files=sys.argv[2])]\n"
+        "for case in cases:\n"
+        "    try:\n"
+        "        cli.check_named_inputs(config.DataConfig(**case))\n"
+        "    except ValueError as e:\n"
+        "        print(type(e).__name__, e)\n"
+        "cli.check_named_inputs(config.DataConfig(dataset='files', feature_spec='census',\n"
+        "                                         train_files=sys.argv[3]))\n"
+        "print('tensorflow loaded:', 'tensorflow' in sys.modules)\n"
+    )
+    present = tmp_path / "train.csv"
+    present.write_text("")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "spec.json"), "/no/*.csv", str(present)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == [
+        f"FeatureSpecError feature spec file '{tmp_path / 'spec.json'}' does not exist",
+        "DataError data file '/no/*.csv' does not exist (or matches no file)",
+        "DataError data file '/no/*.csv' does not exist (or matches no file)",
+        "tensorflow loaded: False",
+    ]
 
 
 @pytest.mark.slow

@@ -96,6 +96,24 @@ def config_from_flags(fv: flags.FlagValues | None = None) -> config_lib.TrainCon
     return config
 
 
+def check_named_inputs(data: config_lib.DataConfig) -> None:
+    """The feature spec file and the data files that the flags name must exist (and the spec
+    must be valid), checked without TensorFlow. Training checks them again where it reads
+    them; a dataset's own files are made or found there.
+
+    Raises:
+      ValueError: `FeatureSpecError` or `DataError`, naming the file or the field.
+    """
+    from wdl_tf import data_files
+    from wdl_tf import features as fs
+
+    if data.feature_spec:
+        fs.load(data.feature_spec)
+    for patterns in (data.train_files, data.eval_files):
+        if patterns.strip():
+            data_files.resolve_files(patterns)
+
+
 def _print_result(result) -> None:
     from wdl_tf import metrics
 
@@ -128,10 +146,11 @@ def _train(argv) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
         config = config_from_flags()
+        check_named_inputs(config.data)
     except ValueError as e:
         _bad_input(e)
-    # TensorFlow loads only now: a bad flag or setting is reported in about a second, not
-    # after the ~8 s that importing the trainer takes.
+    # TensorFlow loads only now: a bad flag or setting, a missing file or a bad feature spec
+    # is reported in about a second, not after the ~8 s that importing the trainer takes.
     from wdl_tf import train_lib
 
     try:

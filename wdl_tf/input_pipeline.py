@@ -14,7 +14,6 @@ numbers are refused, never read as missing (docs/export_contract.md).
 from __future__ import annotations
 
 import dataclasses
-import glob
 import math
 import os
 import re
@@ -25,16 +24,13 @@ import tensorflow as tf
 
 from wdl_tf import atomic
 from wdl_tf import features as fs
+from wdl_tf.data_files import DataError, resolve_files
 
 AUTOTUNE = tf.data.AUTOTUNE
 MALFORMED = "Malformed row: "
 _NUMBER_RE = r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?"
 _INT_RE = r"[+-]?\d+"
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfrecord.gz", ".tfrecords.gz")
-
-
-class DataError(ValueError):
-    """Bad input data: a missing file or a malformed row (file, line and field named)."""
 
 
 # tf.data traces each of this module's (and encoded_cache's) map/filter functions once per
@@ -60,23 +56,6 @@ def raise_data_error(error: tf.errors.OpError) -> None:
     if match:
         raise DataError(MALFORMED + match.group(1).replace("\\'", "'")) from None
     raise error
-
-
-def resolve_files(patterns: str | list[str] | tuple[str, ...]) -> list[str]:
-    """Expands comma-separated paths or globs; every one must match an existing file."""
-    if isinstance(patterns, str):
-        patterns = [p for p in patterns.split(",") if p.strip()]
-    if not patterns:
-        raise DataError("no data files given")
-    files = []
-    for pattern in patterns:
-        pattern = pattern.strip()
-        matched = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-        matched = [m for m in matched if os.path.isfile(m)]
-        if not matched:
-            raise DataError(f"data file {pattern!r} does not exist (or matches no file)")
-        files.extend(matched)
-    return files
 
 
 # A TFDS shard: ``<dataset>-<split>.tfrecord-00000-of-00001`` (`wdl_tf.datasets.tfds_files`).

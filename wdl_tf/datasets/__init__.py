@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from wdl_tf import data_files
 from wdl_tf.config import DATASETS, DataConfig
 
 DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
@@ -132,15 +133,11 @@ class DataSource:
     eval_patterns: tuple[str, ...]
 
     def train_files(self) -> list[str]:
-        from wdl_tf import input_pipeline
-
-        return input_pipeline.resolve_files(list(self.train_patterns))
+        return data_files.resolve_files(list(self.train_patterns))
 
     def eval_files(self) -> list[str]:
         """The evaluation files; [] when there are none."""
-        from wdl_tf import input_pipeline
-
-        return input_pipeline.resolve_files(list(self.eval_patterns)) if self.eval_patterns else []
+        return data_files.resolve_files(list(self.eval_patterns)) if self.eval_patterns else []
 
 
 def _patterns(files: str) -> tuple[str, ...]:
