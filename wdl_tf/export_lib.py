@@ -49,7 +49,6 @@ import tempfile
 import time
 from typing import Any
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -237,14 +236,48 @@ def _write_fingerprint(path: str) -> None:
     fingerprinting_utils.write_fingerprint(path)
 
 
+def _lookup_tables(layer) -> list:
+    """The lookup tables (TrackableResources) inside ``layer``: the vocabulary tables of the
+    preprocessing layers, which the serving functions capture and the SavedModel must hold.
+    Found by walking the objects the SavedModel would hold (Keras exposes its layers' tracked
+    collections only to that walk, not to a checkpoint's)."""
+    from tensorflow.saved_model.experimental import TrackableResource
+
+    class SavedModelView(tf.train.TrackableView):
+        @classmethod
+        def children(cls, obj, save_type="savedmodel", **kwargs):
+            return super().children(obj, save_type, **kwargs)
+
+    tables, seen = [], set()
+    for obj in SavedModelView(layer).descendants():
+        if isinstance(obj, TrackableResource) and id(obj) not in seen:
+            seen.add(id(obj))
+            tables.append(obj)
+    return tables
+
+
 def write_saved_model(spec, preprocessor, model, path: str) -> None:
-    """Writes the SavedModel (preprocessing + model + the signatures) to ``path``."""
-    archive = keras.export.ExportArchive()
-    archive.track(preprocessor)
-    archive.track(model)
+    """Writes the SavedModel (preprocessing + model + the signatures) to ``path``.
+
+    Each serving function is traced once, and the SavedModel is written from those concrete
+    functions. Keras' ``ExportArchive`` (and ``tf.saved_model.save`` given a
+    ``tf.function``) traced every endpoint a second time while saving, which took about a
+    fifth of an export; the saved objects are the same: the preprocessing and model
+    variables, the lookup tables, and one function per signature.
+    """
+    root = tf.__internal__.tracking.AutoTrackable()
+    signatures, captured = {}, {}
     for name, (fn, signature) in serving_functions(spec, preprocessor, model).items():
-        archive.add_endpoint(name, fn, input_signature=signature)
-    archive.write_out(path, verbose=False)
+        concrete = tf.function(fn, autograph=False).get_concrete_function(*signature)
+        setattr(root, name, concrete)
+        signatures[name] = concrete
+        # The tf.Variables the function reads (the model gathers from those behind the
+        # Keras variables): what a loader restores, by name in TF Serving's TF1 session.
+        for variable in concrete.variables:
+            captured.setdefault(id(variable), variable)
+    root.variables = list(captured.values())
+    root.tables = _lookup_tables(preprocessor)
+    tf.saved_model.save(root, path, signatures=signatures)
     set_method_names(path)
     extra = os.path.join(path, "assets.extra")
     os.makedirs(extra, exist_ok=True)
