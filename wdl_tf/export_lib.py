@@ -248,12 +248,10 @@ def _lookup_tables(layer) -> list:
         def children(cls, obj, save_type="savedmodel", **kwargs):
             return super().children(obj, save_type, **kwargs)
 
-    tables, seen = [], set()
-    for obj in SavedModelView(layer).descendants():
-        if isinstance(obj, TrackableResource) and id(obj) not in seen:
-            seen.add(id(obj))
-            tables.append(obj)
-    return tables
+    # descendants() visits each object once (breadth first).
+    return [
+        obj for obj in SavedModelView(layer).descendants() if isinstance(obj, TrackableResource)
+    ]
 
 
 def write_saved_model(spec, preprocessor, model, path: str) -> None:
@@ -262,8 +260,9 @@ def write_saved_model(spec, preprocessor, model, path: str) -> None:
     Each serving function is traced once, and the SavedModel is written from those concrete
     functions. Keras' ``ExportArchive`` (and ``tf.saved_model.save`` given a
     ``tf.function``) traced every endpoint a second time while saving, which took about a
-    fifth of an export; the saved objects are the same: the preprocessing and model
-    variables, the lookup tables, and one function per signature.
+    fifth of an export. The SavedModel holds one function per signature, the tf.Variables
+    those functions read and the preprocessing's lookup tables; a model variable that no
+    signature reads is not saved (ExportArchive kept the Keras variable lists as well).
     """
     root = tf.__internal__.tracking.AutoTrackable()
     signatures, captured = {}, {}
