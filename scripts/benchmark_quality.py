@@ -30,7 +30,11 @@ import sys
 
 from absl import app, flags, logging
 
-from wdl_tf.benchmarks import quality
+from wdl_tf import startup
+
+startup.skip_keras_extras()  # before anything loads TensorFlow
+
+from wdl_tf.benchmarks import quality  # noqa: E402
 
 FLAGS = flags.FLAGS
 

@@ -22,6 +22,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from wdl_tf import startup
+
+startup.skip_keras_extras()  # before anything loads TensorFlow
+
 from wdl_tf.benchmarks import train_bench, train_report  # noqa: E402
 from wdl_tf.benchmarks.train_settings import (  # noqa: E402
     FIELDS,

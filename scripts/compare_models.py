@@ -10,7 +10,11 @@ import os
 
 from absl import app, logging
 
-from wdl_tf import cli
+from wdl_tf import startup
+
+startup.skip_keras_extras()  # before anything loads TensorFlow
+
+from wdl_tf import cli  # noqa: E402
 
 
 def main(argv):

@@ -16,7 +16,11 @@ import sys
 
 from absl import app, flags, logging
 
-from wdl_tf import cli, continuous
+from wdl_tf import startup
+
+startup.skip_keras_extras()  # before anything loads TensorFlow
+
+from wdl_tf import cli, continuous  # noqa: E402
 
 _C = continuous.ContinuousConfig(train=None)  # the defaults
 

@@ -25,6 +25,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+from wdl_tf import startup  # noqa: E402
+
+startup.skip_keras_extras()  # before anything loads TensorFlow
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("saved_model", None, "An exported SavedModel (<export_base>/<version>).")
 flags.DEFINE_string("input", None, "Rows to explain: CSV or TFRecord files/globs.")

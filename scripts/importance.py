@@ -22,6 +22,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+from wdl_tf import startup
+
+startup.skip_keras_extras()  # before anything loads TensorFlow
+
 from wdl_tf import atomic  # noqa: E402
 
 FLAGS = flags.FLAGS

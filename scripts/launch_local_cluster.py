@@ -25,7 +25,11 @@ import sys
 import threading
 import time
 
-from wdl_tf.ports import free_ports
+from wdl_tf import startup
+
+startup.skip_keras_extras()  # before anything loads TensorFlow
+
+from wdl_tf.ports import free_ports  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "scripts", "train.py")

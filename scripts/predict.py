@@ -19,7 +19,11 @@ import sys
 
 from absl import app, flags
 
-from tf_serving.rows import SIGNATURES, run
+from wdl_tf import startup
+
+startup.skip_keras_extras()  # before anything loads TensorFlow
+
+from tf_serving.rows import SIGNATURES, run  # noqa: E402
 
 FLAGS = flags.FLAGS
 

@@ -13,6 +13,10 @@ import sys
 
 from absl import app, flags
 
+from wdl_tf import startup
+
+startup.skip_keras_extras()  # before anything loads TensorFlow
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string(

@@ -21,6 +21,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+from wdl_tf import startup  # noqa: E402
+
+startup.skip_keras_extras()  # before anything loads TensorFlow
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("model_dir", None, "Model dirs (or a compare_models.py dir), comma-separated.")
 flags.DEFINE_string("eval_files", "", "Evaluation files/globs (default: each run's own).")

@@ -27,8 +27,12 @@ import sys
 
 from absl import app, flags
 
-from tf_serving import config as cfg
-from tf_serving.launch import LOCAL_LIMITS, make_plan, run_local
+from wdl_tf import startup
+
+startup.skip_keras_extras()  # before anything loads TensorFlow
+
+from tf_serving import config as cfg  # noqa: E402
+from tf_serving.launch import LOCAL_LIMITS, make_plan, run_local  # noqa: E402
 
 FLAGS = flags.FLAGS
 _B = cfg.BatchingParameters()

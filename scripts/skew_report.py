@@ -25,6 +25,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags, logging  # noqa: E402
 
+from wdl_tf import startup  # noqa: E402
+
+startup.skip_keras_extras()  # before anything loads TensorFlow
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("training_stats", None, "Model dir, SavedModel or training_stats.json.")
 flags.DEFINE_string("request_log", "", "TFRecord files/globs of PredictionLog (request logs).")

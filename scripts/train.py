@@ -8,7 +8,11 @@
 Flags become one validated `TrainConfig`; all the work is in `wdl_tf.train_lib`.
 """
 
-from wdl_tf import cli
+from wdl_tf import startup
+
+startup.skip_keras_extras()  # before anything loads TensorFlow
+
+from wdl_tf import cli  # noqa: E402
 
 if __name__ == "__main__":
     cli.run_train()

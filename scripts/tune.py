@@ -17,7 +17,11 @@ import sys
 
 from absl import app, flags, logging
 
-from wdl_tf import cli, tune_lib
+from wdl_tf import startup
+
+startup.skip_keras_extras()  # before anything loads TensorFlow
+
+from wdl_tf import cli, tune_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
 

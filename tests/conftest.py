@@ -19,7 +19,12 @@ import os
 
 import pytest
 
+from wdl_tf import startup
+
 os.environ.setdefault("WDL_TF_VERIFY_IN_PROCESS", "1")  # export_lib.VERIFY_IN_PROCESS_ENV
+# The workers start TensorFlow as the mains do: without Keras' scikit-learn, matplotlib and
+# IPython integrations, which no test uses (wdl_tf/startup.py).
+startup.skip_keras_extras()
 
 
 # Slow without a marker of their own: tests that use one of these fixtures (directly or

@@ -580,6 +580,8 @@ def test_multi_optimizer_fit_updates_only_touched_rows(monkeypatch):
 MIRRORED_SCRIPT = textwrap.dedent(
     """
     import json, traceback
+    from wdl_tf import startup
+    startup.skip_keras_extras()
     import numpy as np
     import tensorflow as tf
 

@@ -2,6 +2,10 @@
 
 import sys
 
-from tf_serving.server.cli import main
+from wdl_tf import startup
+
+startup.skip_keras_extras()  # before anything loads TensorFlow
+
+from tf_serving.server.cli import main  # noqa: E402
 
 sys.exit(main())

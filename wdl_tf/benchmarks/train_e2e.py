@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from wdl_tf import startup
 from wdl_tf.benchmarks import baselines
 from wdl_tf.benchmarks.env import configure_devices, peak_rss
 from wdl_tf.benchmarks.train_settings import Settings, job_spec
@@ -325,4 +326,5 @@ def worker_main(job_path: str, run=None) -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    startup.skip_keras_extras()  # before TensorFlow loads
     worker_main(sys.argv[1])

@@ -26,6 +26,7 @@ import sys
 import time
 from typing import Any
 
+from wdl_tf import startup
 from wdl_tf.benchmarks import train_e2e
 from wdl_tf.benchmarks.env import peak_rss
 from wdl_tf.benchmarks.train_data import prepare_gzip_csv
@@ -235,4 +236,5 @@ def bench_from_files(settings: Settings, data: dict) -> dict[str, Any]:
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    startup.skip_keras_extras()  # before TensorFlow loads
     train_e2e.worker_main(sys.argv[1], run_files_config)
