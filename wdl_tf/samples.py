@@ -250,9 +250,12 @@ def _tfrecords(path: str) -> Iterator[bytes]:
     import tensorflow as tf
 
     compression = "GZIP" if path.endswith(".gz") else ""
+    # In batches: one eager step per record cost ~0.1 ms, 3.4 s of the 7 s that the 32,561
+    # census training rows took to read for the training statistics.
+    records = tf.data.TFRecordDataset(path, compression_type=compression).batch(1024)
     try:
-        for record in tf.data.TFRecordDataset(path, compression_type=compression):
-            yield record.numpy()
+        for batch in records:
+            yield from batch.numpy()
     except tf.errors.DataLossError as e:
         raise SampleError(f"{path} is not a (complete) TFRecord file: {e.message}") from None
 
