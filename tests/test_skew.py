@@ -21,7 +21,7 @@ from tensorflow_serving.apis import (
 )
 
 from tf_serving.request_log import RequestLogConfig, RequestLogWriter
-from wdl_tf import datasets, input_pipeline, samples, skew
+from wdl_tf import datasets, input_pipeline, samples, skew, tfrecord
 from wdl_tf import features as fs
 from wdl_tf import preprocessing as pp
 
@@ -71,6 +71,25 @@ def test_training_statistics_match_the_file(census):
     top = max(set(present), key=present.count)
     assert st["top_tokens"][top] == pytest.approx(present.count(top) / len(present))
     assert stats["features"]["occupation"]["oov_rate"] is None  # hashed: no OOV
+
+
+def test_tfrecord_rows_equal_the_csv_rows_and_a_truncated_file_is_named(census, tmp_path):
+    """The same 2,000 rows (two read batches of 1,024) from the CSV file and from its
+    TFRecord conversion; a file cut mid-record is refused with its name."""
+    _, ds, spec, *_ = census
+    csv = samples.read_rows(spec, ds.train_files)
+    (path,) = tfrecord.convert_csv_to_tfrecord(
+        spec, ds.train_files, str(tmp_path / "train"), num_shards=1, compress=False
+    )
+    records = samples.read_rows(spec, path)
+    assert records.rows == csv.rows == 2000
+    for f in spec.features:
+        np.testing.assert_array_equal(records.columns[f.name], csv.columns[f.name], f.name)
+    data = open(path, "rb").read()
+    cut = tmp_path / "cut.tfrecord"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(samples.SampleError, match=f"{cut} is not a \\(complete\\) TFRecord"):
+        samples.read_rows(spec, str(cut))
 
 
 def test_psi_and_js_by_hand():
