@@ -310,12 +310,13 @@ def run_benchmark(work_dir: str, options: ServingOptions) -> dict[str, Any]:
     """Runs every measurement of the module doc in ``work_dir``; returns the report."""
     quick = options.quick
     hidden = (16, 8) if quick else (1024, 512, 256)
-    seconds = min(options.seconds, 1.5) if quick else options.seconds
-    soak_seconds = min(options.soak_seconds, 6.0) if quick else options.soak_seconds
+    seconds = min(options.seconds, 0.75) if quick else options.seconds
+    # quick: RSS is sampled about every second, and the test needs three samples.
+    soak_seconds = min(options.soak_seconds, 4.0) if quick else options.soak_seconds
     iters = min(options.in_process_iters, 30) if quick else options.in_process_iters
     concurrency = list(options.concurrency)
     keep_clients = min(options.keepalive_clients, 50) if quick else options.keepalive_clients
-    keep_seconds = min(options.keepalive_seconds, 1.5) if quick else options.keepalive_seconds
+    keep_seconds = min(options.keepalive_seconds, 0.75) if quick else options.keepalive_seconds
     limit = (min(options.body_limit_mib, 4) if quick else options.body_limit_mib) << 20
     profile_iters = min(options.profile_iters, 20) if quick else options.profile_iters
     env = environment()
