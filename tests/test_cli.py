@@ -59,39 +59,55 @@ def test_bad_flags_fail_before_training(tmp_path, flags, message):
     assert not os.path.exists(os.path.join(tmp_path, "export"))
 
 
-def test_named_files_are_checked_before_tensorflow_loads(tmp_path):
-    # A typo in a path is reported at once: the check runs without importing TensorFlow
-    # (~7 s), in a fresh interpreter so that no earlier import hides one.
+def test_named_inputs_are_checked_before_tensorflow_loads(tmp_path):
+    # A typo in a path, a bad TF_CONFIG or an export base under a file is reported at once:
+    # the check runs without importing TensorFlow (seconds), in a fresh interpreter so that
+    # no earlier import hides one.
     code = (
-        "import sys\n"
+        "import os, sys\n"
         "from wdl_tf import cli, config\n"
-        "cases = [dict(feature_spec=sys.argv[1]),\n"
-        "         dict(dataset='files', feature_spec='census', train_files=sys.argv[2]),\n"
-        "         dict(dataset='files', feature_spec='census', train_files=sys.argv[3],\n"
-        "              eval_files=sys.argv[2])]\n"
-        "for case in cases:\n"
+        "def run(export_base='', **data):\n"
         "    try:\n"
-        "        cli.check_named_inputs(config.DataConfig(**case))\n"
+        "        cli.check_before_tensorflow(config.TrainConfig(\n"
+        "            data=config.DataConfig(**data), export_base=export_base))\n"
+        "        print('ok')\n"
         "    except ValueError as e:\n"
         "        print(type(e).__name__, e)\n"
-        "cli.check_named_inputs(config.DataConfig(dataset='files', feature_spec='census',\n"
-        "                                         train_files=sys.argv[3]))\n"
+        "present = dict(dataset='files', feature_spec='census', train_files=sys.argv[3])\n"
+        "run(feature_spec=sys.argv[1])\n"
+        "run(dataset='files', feature_spec='census', train_files=sys.argv[2])\n"
+        "run(**dict(present, eval_files=sys.argv[2]))\n"
+        "run(export_base=sys.argv[3] + '/export', **present)\n"
+        'os.environ[\'TF_CONFIG\'] = \'{"cluster": {"worker": ["127.0.0.1:1"]}}\'\n'
+        "run(**present)\n"
+        'os.environ[\'TF_CONFIG\'] = (\'{"cluster": {"worker": ["h:1", "h:2"]}, \'\n'
+        '                           \'"task": {"type": "worker", "index": 1}}\')\n'
+        "run(export_base=sys.argv[3] + '/export', **present)  # not the chief: not its job\n"
+        "del os.environ['TF_CONFIG']\n"
+        "run(export_base=os.path.dirname(sys.argv[3]) + '/export', **present)\n"
         "print('tensorflow loaded:', 'tensorflow' in sys.modules)\n"
     )
     present = tmp_path / "train.csv"
     present.write_text("")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
     proc = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "spec.json"), "/no/*.csv", str(present)],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=ROOT,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.splitlines() == [
         f"FeatureSpecError feature spec file '{tmp_path / 'spec.json'}' does not exist",
         "DataError data file '/no/*.csv' does not exist (or matches no file)",
         "DataError data file '/no/*.csv' does not exist (or matches no file)",
+        f"ValueError export_base '{present}/export': '{present}' is not a directory; it must "
+        "be a writable directory, or one that can be created",
+        'ValueError TF_CONFIG has no \'task\' object: \'{"cluster": {"worker": ["127.0.0.1:1"]}}\'',
+        "ok",
+        "ok",
         "tensorflow loaded: False",
     ]
 

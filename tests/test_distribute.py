@@ -24,7 +24,7 @@ import pytest
 import tensorflow as tf
 from helpers import ROOT, run_script, script
 
-from wdl_tf import checkpoints, distribute, export_lib, input_pipeline, train_lib
+from wdl_tf import checkpoints, cluster, distribute, export_lib, input_pipeline, train_lib
 from wdl_tf import config as config_lib
 from wdl_tf import features as fs
 
@@ -122,34 +122,32 @@ def _tf_config(cluster, task) -> str:
 
 
 def test_tf_config_ranks_chief_first():
-    cluster = {"chief": ["h0:1"], "worker": ["h1:1", "h2:1"]}
-    chief = distribute.parse_tf_config(_tf_config(cluster, {"type": "chief", "index": 0}))
-    w1 = distribute.parse_tf_config(_tf_config(cluster, {"type": "worker", "index": 1}))
+    jobs = {"chief": ["h0:1"], "worker": ["h1:1", "h2:1"]}
+    chief = cluster.parse_tf_config(_tf_config(jobs, {"type": "chief", "index": 0}))
+    w1 = cluster.parse_tf_config(_tf_config(jobs, {"type": "worker", "index": 1}))
     assert (chief.num_workers, chief.worker_index, chief.is_chief) == (3, 0, True)
     assert (w1.worker_index, w1.is_chief) == (2, False)
-    only_workers = distribute.parse_tf_config(
+    only_workers = cluster.parse_tf_config(
         _tf_config({"worker": ["a:1", "b:2"]}, {"type": "worker", "index": 0})
     )
     assert only_workers.is_chief and only_workers.num_workers == 2
 
 
 def test_auto_distribution_follows_tf_config():
-    assert distribute.resolve("auto", {}) == ("none", distribute.Task())
+    assert cluster.resolve("auto", {}) == ("none", cluster.Task())
     env = {"TF_CONFIG": _tf_config({"worker": ["a:1", "b:2"]}, {"type": "worker", "index": 1})}
-    kind, task = distribute.resolve("auto", env)
+    kind, task = cluster.resolve("auto", env)
     assert kind == "multi_worker_mirrored" and task.worker_index == 1
     with pytest.raises(ValueError, match="distribution='none' trains on one machine"):
-        distribute.resolve("none", env)
+        cluster.resolve("none", env)
 
 
 def test_shard_plan_by_file_when_enough_files_else_by_row():
-    two = distribute.Task(num_workers=2, worker_index=1)
-    assert distribute.plan_shards("auto", ["a", "b", "c"], two) == distribute.ShardPlan(
-        "file", 2, 1
-    )
-    assert distribute.plan_shards("auto", ["a"], two) == distribute.ShardPlan("data", 2, 1)
-    assert distribute.plan_shards("data", ["a", "b"], two).by == "data"
-    assert distribute.plan_shards("file", ["a"], distribute.Task()) == distribute.ShardPlan()
+    two = cluster.Task(num_workers=2, worker_index=1)
+    assert cluster.plan_shards("auto", ["a", "b", "c"], two) == cluster.ShardPlan("file", 2, 1)
+    assert cluster.plan_shards("auto", ["a"], two) == cluster.ShardPlan("data", 2, 1)
+    assert cluster.plan_shards("data", ["a", "b"], two).by == "data"
+    assert cluster.plan_shards("file", ["a"], cluster.Task()) == cluster.ShardPlan()
 
 
 def test_shards_are_disjoint_and_cover_the_data(tmp_path):

@@ -19,7 +19,14 @@ import pytest
 import tensorflow as tf
 from helpers import run_script
 
-from wdl_tf import checkpoints, export_lib, input_pipeline, train_lib, verify_export
+from wdl_tf import (
+    checkpoints,
+    export_lib,
+    export_versions,
+    input_pipeline,
+    train_lib,
+    verify_export,
+)
 from wdl_tf import features as fs
 from wdl_tf import preprocessing as pp
 
@@ -566,11 +573,11 @@ def test_check_export_base_refuses_a_file_in_the_way(tmp_path):
     blocker.write_text("x")
     for base in (blocker, blocker / "export"):
         with pytest.raises(ValueError, match=f"export_base '{base}': '{blocker}' is not a dir"):
-            export_lib.check_export_base(str(base))
-    export_lib.check_export_base(str(tmp_path / "new" / "export"))  # creatable: fine
+            export_versions.check_export_base(str(base))
+    export_versions.check_export_base(str(tmp_path / "new" / "export"))  # creatable: fine
     assert not (tmp_path / "new").exists()  # and nothing created
     (tmp_path / "export").mkdir()
-    export_lib.check_export_base(str(tmp_path / "export"))
+    export_versions.check_export_base(str(tmp_path / "export"))
     assert os.listdir(tmp_path / "export") == []  # the probe is gone
 
 
@@ -581,7 +588,7 @@ def test_check_export_base_refuses_a_read_only_directory(tmp_path):
         (tmp_path / "ro").chmod(0o555)
         try:
             with pytest.raises(ValueError, match=f"export_base '{base}'"):
-                export_lib.check_export_base(str(base))
+                export_versions.check_export_base(str(base))
         finally:
             (tmp_path / "ro").chmod(0o755)
 

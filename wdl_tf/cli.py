@@ -96,22 +96,29 @@ def config_from_flags(fv: flags.FlagValues | None = None) -> config_lib.TrainCon
     return config
 
 
-def check_named_inputs(data: config_lib.DataConfig) -> None:
-    """The feature spec file and the data files that the flags name must exist (and the spec
-    must be valid), checked without TensorFlow. Training checks them again where it reads
-    them; a dataset's own files are made or found there.
+def check_before_tensorflow(config: config_lib.TrainConfig) -> None:
+    """What a run's flags and environment name, checked without TensorFlow: the feature
+    spec file (and that it is valid), the data files, ``TF_CONFIG`` against
+    ``--distribution``, and, on the chief, that versions can be written under
+    ``--export_base``. Training checks them again where it uses them (and makes or finds a
+    dataset's own files there); here a mistake is reported before the ~5 s import.
 
     Raises:
-      ValueError: `FeatureSpecError` or `DataError`, naming the file or the field.
+      ValueError: `FeatureSpecError`, `DataError` or a ValueError, naming the file, the
+        field or the TF_CONFIG value.
     """
-    from wdl_tf import data_files
+    from wdl_tf import cluster, data_files, export_versions
     from wdl_tf import features as fs
 
+    data = config.data
     if data.feature_spec:
         fs.load(data.feature_spec)
     for patterns in (data.train_files, data.eval_files):
         if patterns.strip():
             data_files.resolve_files(patterns)
+    _, task = cluster.resolve(config.distribution)
+    if task.is_chief and config.export_base:
+        export_versions.check_export_base(config.export_base)
 
 
 def _print_result(result) -> None:
@@ -146,11 +153,12 @@ def _train(argv) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
         config = config_from_flags()
-        check_named_inputs(config.data)
+        check_before_tensorflow(config)
     except ValueError as e:
         _bad_input(e)
-    # TensorFlow loads only now: a bad flag or setting, a missing file or a bad feature spec
-    # is reported in about a second, not after the ~8 s that importing the trainer takes.
+    # TensorFlow loads only now: a bad flag or setting, a missing file, a bad feature spec or
+    # TF_CONFIG, or an export base where nothing can be written is reported in about a
+    # second, not after the seconds that importing the trainer takes.
     from wdl_tf import train_lib
 
     try:

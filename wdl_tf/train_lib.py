@@ -49,11 +49,13 @@ import tensorflow as tf
 from wdl_tf import (
     atomic,
     checkpoints,
+    cluster,
     datasets,
     distribute,
     encoded_cache,
     evaluate_lib,
     export_lib,
+    export_versions,
     input_pipeline,
     metrics,
     run_dir,
@@ -559,14 +561,14 @@ def train_and_evaluate(config: TrainConfig) -> TrainResult:
     metrics and no export.
     """
     config.validate()
-    kind, task = distribute.resolve(config.distribution)
+    kind, task = cluster.resolve(config.distribution)
     os.makedirs(config.model_dir, exist_ok=True)
     spec, train_files, eval_files, eval_split = _data_files(config)
-    shards = distribute.plan_shards(config.data.shard_policy, train_files, task)
+    shards = cluster.plan_shards(config.data.shard_policy, train_files, task)
     # MultiWorkerMirroredStrategy must be created before the process's first TensorFlow op.
     runtime = distribute.make_runtime(kind, task)
     if runtime.is_chief and config.export_base:
-        export_lib.check_export_base(config.export_base)  # fail now, not after training
+        export_versions.check_export_base(config.export_base)  # fail now, not after training
     runtime.per_replica_batch(config.data.batch_size)  # divisible, or ValueError
     work_dir = runtime.work_dir(config.model_dir)
     if not runtime.is_chief:
