@@ -20,9 +20,10 @@ from wdl_tf import startup
 
 startup.skip_keras_extras()  # before anything loads TensorFlow
 
-from wdl_tf import cli, continuous  # noqa: E402
+from wdl_tf import cli  # noqa: E402
+from wdl_tf import config as config_lib  # noqa: E402
 
-_C = continuous.ContinuousConfig(train=None)  # the defaults
+_C = config_lib.ContinuousConfig(train=None)  # the defaults
 
 
 def define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
@@ -87,7 +88,7 @@ def main(argv) -> None:
         if FLAGS.dataset == "files" and not FLAGS.train_files:
             FLAGS.train_files = FLAGS.span_files  # the spans are the training files
         train = cli.config_from_flags()
-        config = continuous.ContinuousConfig(
+        config = config_lib.ContinuousConfig(
             train=train,
             spans=FLAGS.spans,
             first_span=FLAGS.first_span,
@@ -99,6 +100,9 @@ def main(argv) -> None:
             curve_eval_rows=FLAGS.curve_eval_rows,
             measure_cold=FLAGS.measure_cold,
         )
+        config.validate()  # bad settings are named before TensorFlow loads
+        from wdl_tf import continuous
+
         records = continuous.run(config, progress=lambda line: print(line, flush=True))
     except ValueError as e:  # also FeatureSpecError and DataError: bad input, named
         print(f"error: {e}", file=sys.stderr)

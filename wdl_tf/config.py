@@ -2,6 +2,7 @@
 
 `scripts/train.py` turns its absl flags into one `TrainConfig` and calls
 `train_lib.train_and_evaluate(config)`; library code never reads flags (docs/design.md §3.1).
+`ContinuousConfig` wraps a `TrainConfig` for `scripts/continuous_train.py`.
 This module is a leaf: it imports nothing from `wdl_tf` (and no TensorFlow), so reading or
 validating a config is cheap, and every module that acts on a setting imports it from here.
 The resolved config is written to ``<model_dir>/config.json`` so a model dir says how it was
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Any
 
 # The allowed values of the settings below (the modules that act on them import these).
@@ -466,3 +468,111 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
 def dataset_preset(dataset: str) -> str:
     """The preset a run on ``dataset`` starts from when none is named."""
     return DATASET_PRESETS.get(dataset, "census")
+
+
+# ----------------------------------------------------------------------------------------
+# Continuous training (`wdl_tf.continuous`, scripts/continuous_train.py).
+
+# Datasets whose spans continuous training generates (`wdl_tf.continuous.SPAN_SOURCES`);
+# ``files`` takes the user's span globs instead.
+SPAN_DATASETS = ("apps_synthetic",)
+
+
+@dataclasses.dataclass(frozen=True)
+class ContinuousConfig:
+    """A continuous training run.
+
+    Attributes:
+      train: data, model and export settings of every span: ``model_dir`` is the run's root,
+        ``epochs`` (and ``steps_per_epoch``) the training of each span, ``synthetic_rows``
+        the rows of a generated span, ``export.max_auc_drop`` the publish gate (None: none).
+        ``eval_files``, ``validation_fraction`` and ``warm_start_from`` do not apply: each
+        span is evaluated on the next one and starts from the previous one
+        (``train.warm_start_optimizer`` neither: this config's own field says it).
+      spans: spans of data; every span but the last is trained on (the last only evaluates).
+      first_span: the number of the first span (``{span}`` in ``span_files``).
+      span_files: ``dataset=files`` only: one pattern with ``{span}`` (e.g.
+        ``data/day-{span}/*.csv``) or one glob per span, comma-separated.
+      vocab_window: a token is admitted when seen ``min_count`` times in this many spans.
+      evict_after_spans: a token unseen for this many spans is evicted (its id is reused).
+      warm_start_optimizer: copy the optimizer slots too. FTRL recomputes each wide weight
+        from its slots at every update, so without them the first update of a row throws
+        its warm-started weight away.
+      eval_every_steps: evaluate the warm and the cold model every this many steps (0: about
+        20 times per span).
+      curve_eval_rows: rows of the next span those evaluations read.
+      measure_cold: also train the cold model (the steps_to_reach figures need it).
+    """
+
+    train: TrainConfig
+    spans: int = 4
+    first_span: int = 1
+    span_files: str = ""
+    vocab_window: int = 3
+    evict_after_spans: int = 3
+    warm_start_optimizer: bool = True
+    eval_every_steps: int = 0
+    curve_eval_rows: int = 20_000
+    measure_cold: bool = True
+
+    def validate(self) -> None:
+        data = self.train.data
+        if self.spans < 2:
+            raise ValueError(
+                f"spans: must be >= 2 (a span to train on and the next to evaluate on), "
+                f"got {self.spans}"
+            )
+        if self.span_files and data.dataset != "files":
+            raise ValueError(
+                f"span_files: only with dataset 'files', got dataset {data.dataset!r} "
+                "(whose spans are generated)"
+            )
+        if data.dataset == "files":
+            if not self.span_files:
+                raise ValueError("dataset 'files' needs span_files (a {span} pattern or globs)")
+            if not data.feature_spec:
+                raise ValueError("dataset 'files' needs feature_spec")
+            parts = [p for p in self.span_files.split(",") if p.strip()]
+            if "{span}" not in self.span_files and len(parts) != self.spans:
+                raise ValueError(
+                    f"span_files: {len(parts)} globs for spans={self.spans}; give one glob per "
+                    f"span or one pattern with {{span}}, got {self.span_files!r}"
+                )
+        elif data.dataset not in SPAN_DATASETS:
+            raise ValueError(
+                f"dataset: {data.dataset!r} has no spans; allowed values are "
+                f"{[*SPAN_DATASETS, 'files']}"
+            )
+        if self.first_span < 0:
+            raise ValueError(f"first_span: must be >= 0, got {self.first_span}")
+        checks = {
+            "vocab_window": self.vocab_window,
+            "evict_after_spans": self.evict_after_spans,
+            "curve_eval_rows": self.curve_eval_rows,
+        }
+        for name, value in checks.items():
+            if value < 1:
+                raise ValueError(f"{name}: must be >= 1, got {value}")
+        if self.eval_every_steps < 0:
+            raise ValueError(f"eval_every_steps: must be >= 0, got {self.eval_every_steps}")
+        if self.train.warm_start_from:
+            raise ValueError(
+                "warm_start_from: not used by continuous training (each span starts from the "
+                f"previous span's model), got {self.train.warm_start_from!r}"
+            )
+        if self.train.distribution not in ("auto", "none") or os.environ.get("TF_CONFIG"):
+            raise ValueError(
+                f"distribution: continuous training runs in one process, got "
+                f"{self.train.distribution!r} (TF_CONFIG set: {bool(os.environ.get('TF_CONFIG'))})"
+            )
+        # DataConfig wants train files for dataset 'files': here they are the spans.
+        dataclasses.replace(
+            self.train, data=dataclasses.replace(data, train_files=self.span_files or "spans")
+        ).validate()
+
+    @property
+    def span_numbers(self) -> list[int]:
+        return list(range(self.first_span, self.first_span + self.spans))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
