@@ -242,6 +242,39 @@ def test_skip_bad_rows_drops_and_counts(tmp_path):
     assert counter.count == 4
 
 
+def test_pipelines_of_one_spec_share_one_traced_parser(tmp_path, monkeypatch):
+    """A training run builds several pipelines over one spec (training, validation, final
+    evaluation): the parser is traced once per (spec, checks, counter), and each pipeline
+    still reads its own rows and counts into its own counter."""
+    traces = []
+    make = ip._csv_parser
+
+    def counting(spec, skip_bad_rows, counter):
+        parse = make(spec, skip_bad_rows, counter)
+
+        def traced(*args):
+            traces.append(counter)
+            return parse(*args)
+
+        return traced
+
+    monkeypatch.setattr(ip, "_csv_parser", counting)
+    spec = tiny_spec()
+    first = write(tmp_path / "a.csv", GOOD_ROWS)
+    second = write(tmp_path / "b.csv", ["1,A,1,a,yes", "oops,B,2,b,no"])
+    assert flat(collect(ip.read_raw(spec, first, OPTS))[0]["city"])[:2] == ["Paris", "Oslo"]
+    assert collect(ip.read_raw(spec, first, OPTS))[1] == [1.0, 0.0, 0.0, 1.0, 0.0]
+    assert len(traces) == 1
+    skipping = ip.ReadOptions(batch_size=4, skip_bad_rows=True)
+    counters = [ip.BadRowCounter(), ip.BadRowCounter()]
+    for counter in counters:
+        assert flat(collect(ip.read_raw(spec, second, skipping, counter))[0]["city"]) == ["A"]
+    assert [c.count for c in counters] == [1, 1]  # each its own, not one counter twice
+    assert traces[1:] == counters
+    collect(ip.read_raw(tiny_spec(), first, OPTS))  # an equal spec, another object: traced
+    assert len(traces) == 4
+
+
 def test_missing_label_is_a_bad_row(tmp_path):
     # An empty label is neither positive nor negative: malformed, not a silent 0.
     path = write(tmp_path / "data.csv", ["1,A,1,a,"])
