@@ -18,6 +18,7 @@ import dataclasses
 import math
 import os
 import re
+import threading
 from typing import Any
 
 import numpy as np
@@ -821,6 +822,7 @@ _READ_SIGNATURE = (
 # training run reads one spec, with and without its counter.
 _PARSERS: collections.OrderedDict = collections.OrderedDict()
 _MAX_PARSERS = 8
+_PARSERS_LOCK = threading.Lock()  # pipelines may be built from several threads
 
 
 def _parser(spec: fs.FeatureSpec, tfrecord: bool, skip_bad_rows: bool, counter):
@@ -834,17 +836,18 @@ def _parser(spec: fs.FeatureSpec, tfrecord: bool, skip_bad_rows: bool, counter):
     one call op: the parser is traced once per (spec, checks, counter).
     """
     key = (id(spec), tfrecord, skip_bad_rows, id(counter))
-    if key in _PARSERS:
-        _PARSERS.move_to_end(key)
-        return _PARSERS[key][2]
-    make = _tfrecord_parser if tfrecord else _csv_parser
-    fn = tf.function(
-        make(spec, skip_bad_rows, counter), input_signature=_READ_SIGNATURE, autograph=False
-    )
-    _PARSERS[key] = (spec, counter, fn)
-    while len(_PARSERS) > _MAX_PARSERS:
-        _PARSERS.popitem(last=False)
-    return fn
+    with _PARSERS_LOCK:
+        if key in _PARSERS:
+            _PARSERS.move_to_end(key)
+            return _PARSERS[key][2]
+        make = _tfrecord_parser if tfrecord else _csv_parser
+        fn = tf.function(
+            make(spec, skip_bad_rows, counter), input_signature=_READ_SIGNATURE, autograph=False
+        )
+        _PARSERS[key] = (spec, counter, fn)
+        while len(_PARSERS) > _MAX_PARSERS:
+            _PARSERS.popitem(last=False)
+        return fn
 
 
 def read_raw(
