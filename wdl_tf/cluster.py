@@ -14,7 +14,7 @@ import json
 import os
 from typing import Any
 
-from wdl_tf.config import DISTRIBUTIONS, SHARD_POLICIES
+from wdl_tf.config import DISTRIBUTIONS, SHARD_POLICIES, check_choice
 
 TF_CONFIG = "TF_CONFIG"
 
@@ -102,11 +102,7 @@ def resolve(distribution: str, environ: Any = None) -> tuple[str, Task]:
     TF_CONFIG naming more than one worker is refused with ``none`` and ``mirrored`` (each
     process would train alone and overwrite the others' model dir).
     """
-    if distribution not in DISTRIBUTIONS:
-        raise ValueError(
-            f"distribution: unknown value {distribution!r}; allowed values are "
-            f"{list(DISTRIBUTIONS)}"
-        )
+    check_choice("distribution", distribution, DISTRIBUTIONS)
     environ = os.environ if environ is None else environ
     text = environ.get(TF_CONFIG, "")
     task = parse_tf_config(text) if text.strip() else Task()
@@ -137,10 +133,7 @@ class ShardPlan:
 
 def plan_shards(policy: str, files: list[str], task: Task) -> ShardPlan:
     """File-level sharding when there are enough files (or forced), else row-level."""
-    if policy not in SHARD_POLICIES:
-        raise ValueError(
-            f"shard_policy: unknown value {policy!r}; allowed values are {list(SHARD_POLICIES)}"
-        )
+    check_choice("shard_policy", policy, SHARD_POLICIES)
     n = task.num_workers
     if policy == "file" and len(files) < n:
         raise ValueError(

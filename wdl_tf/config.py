@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Collection
 from typing import Any
 
 # The allowed values of the settings below (the modules that act on them import these).
@@ -54,6 +55,12 @@ def flag_fields(cls: type) -> list[dataclasses.Field]:
     a field set by another field's flag (ModelConfig.seed) is not one, even when the names
     match."""
     return [f for f in dataclasses.fields(cls) if f.metadata.get("flag") == ""]
+
+
+def check_choice(name: str, value: Any, allowed: Collection) -> None:
+    """ValueError naming the setting, the value and the allowed values, unless allowed."""
+    if value not in allowed:
+        raise ValueError(f"{name}: unknown value {value!r}; allowed values are {list(allowed)}")
 
 
 MODEL_TYPES = ("wide", "deep", "wide_deep")
@@ -113,15 +120,8 @@ class ModelConfig:
     )
 
     def validate(self) -> None:
-        if self.model_type not in MODEL_TYPES:
-            raise ValueError(
-                f"model_type: unknown value {self.model_type!r}; allowed values are "
-                f"{list(MODEL_TYPES)}"
-            )
-        if self.lr_decay not in LR_DECAYS:
-            raise ValueError(
-                f"lr_decay: unknown value {self.lr_decay!r}; allowed values are {list(LR_DECAYS)}"
-            )
+        check_choice("model_type", self.model_type, MODEL_TYPES)
+        check_choice("lr_decay", self.lr_decay, LR_DECAYS)
         if not self.hidden_units or any(u < 1 for u in self.hidden_units):
             raise ValueError(
                 f"hidden_units: expected positive layer sizes, got {list(self.hidden_units)}"
@@ -259,10 +259,7 @@ class DataConfig:
     )
 
     def validate(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(
-                f"dataset: unknown value {self.dataset!r}; allowed values are {list(DATASETS)}"
-            )
+        check_choice("dataset", self.dataset, DATASETS)
         if self.dataset == "files" and not (self.train_files and self.feature_spec):
             raise ValueError("dataset 'files' needs train_files and feature_spec")
         if self.dataset == "criteo" and not (self.train_files and self.eval_files):
@@ -276,11 +273,7 @@ class DataConfig:
             raise ValueError(
                 f"validation_fraction: must be in [0, 1), got {self.validation_fraction}"
             )
-        if self.shard_policy not in SHARD_POLICIES:
-            raise ValueError(
-                f"shard_policy: unknown value {self.shard_policy!r}; allowed values are "
-                f"{list(SHARD_POLICIES)}"
-            )
+        check_choice("shard_policy", self.shard_policy, SHARD_POLICIES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -368,20 +361,12 @@ class TrainConfig:
                 raise ValueError(f"{name}: must be >= 1 when set, got {value}")
         if self.verbose not in (0, 1, 2):
             raise ValueError(f"verbose: must be 0, 1 or 2, got {self.verbose}")
-        if self.distribution not in DISTRIBUTIONS:
-            raise ValueError(
-                f"distribution: unknown value {self.distribution!r}; allowed values are "
-                f"{list(DISTRIBUTIONS)}"
-            )
+        check_choice("distribution", self.distribution, DISTRIBUTIONS)
         if self.checkpoint_every_steps < 0:
             raise ValueError(
                 f"checkpoint_every_steps: must be >= 0, got {self.checkpoint_every_steps}"
             )
-        if self.early_stopping_metric not in EARLY_STOPPING_METRICS:
-            raise ValueError(
-                f"early_stopping_metric: unknown value {self.early_stopping_metric!r}; allowed "
-                f"values are {list(EARLY_STOPPING_METRICS)}"
-            )
+        check_choice("early_stopping_metric", self.early_stopping_metric, EARLY_STOPPING_METRICS)
         if self.early_stopping_patience < 0:
             raise ValueError(
                 f"early_stopping_patience: must be >= 0, got {self.early_stopping_patience}"
@@ -453,8 +438,7 @@ DATASET_PRESETS: dict[str, str] = {"drifting_synthetic": "movielens", "apps_synt
 
 def preset(name: str, **overrides: Any) -> TrainConfig:
     """The named preset (`PRESETS`) as a config, then ``overrides`` (fields of TrainConfig)."""
-    if name not in PRESETS:
-        raise ValueError(f"preset: unknown value {name!r}; allowed values are {list(PRESETS)}")
+    check_choice("preset", name, PRESETS)
     merged = TrainConfig().to_dict()
     for key, value in PRESETS[name].items():
         if isinstance(value, dict):

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 from wdl_tf import atomic, datasets
-from wdl_tf.config import DataConfig, ModelConfig, TrainConfig
+from wdl_tf.config import DataConfig, ModelConfig, TrainConfig, check_choice
 from wdl_tf.evaluate_lib import write_json_atomic
 
 ALGORITHMS = ("bayesian", "hyperband")
@@ -129,11 +129,7 @@ class TuneOptions:
     def validate(self) -> None:
         if not self.tune_dir:
             raise ValueError("tune_dir: must not be empty")
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(
-                f"algorithm: unknown value {self.algorithm!r}; allowed values are "
-                f"{list(ALGORITHMS)}"
-            )
+        check_choice("algorithm", self.algorithm, ALGORITHMS)
         if self.max_trials < 1:
             raise ValueError(f"max_trials: must be >= 1, got {self.max_trials}")
         if self.hyperband_factor < 2:
