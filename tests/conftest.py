@@ -22,6 +22,14 @@ import pytest
 from wdl_tf import startup
 
 os.environ.setdefault("WDL_TF_VERIFY_IN_PROCESS", "1")  # export_lib.VERIFY_IN_PROCESS_ENV
+# TensorFlow's oneDNN kernels and graph rewrites (on by default on x86) off for the workers
+# and the subprocesses they start: the tests' models are tiny, where oneDNN gains nothing and
+# its per-graph rewrite pass costs: a test-preset training plus export took 12.5 CPU-s
+# without it against 16.4 with it (four alternating pairs, 2026-12-02). Every check is the
+# same on either kernel set (tolerances, or both sides in one setting); the README's training
+# command keeps TensorFlow's default in `tests/test_cli.py`. TF_ENABLE_ONEDNN_OPTS=1 runs the
+# whole suite on oneDNN.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 # The workers start TensorFlow as the mains do: without Keras' scikit-learn, matplotlib and
 # IPython integrations, which no test uses (wdl_tf/startup.py).
 startup.skip_keras_extras()

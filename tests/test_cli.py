@@ -15,6 +15,11 @@ _run = functools.partial(run_script, "train")
 
 @pytest.mark.slow
 def test_train_exports_a_servable_model(tmp_path):
+    """With TensorFlow's default kernels (oneDNN on x86), which the rest of the suite turns
+    off for speed (tests/conftest.py): the export's pre-publish checks compare the SavedModel
+    with the trained model under them."""
+    env = dict(os.environ)
+    env.pop("TF_ENABLE_ONEDNN_OPTS", None)
     proc = _run(
         "--dataset=census_synthetic",
         "--synthetic_rows=600",
@@ -23,6 +28,7 @@ def test_train_exports_a_servable_model(tmp_path):
         "--verbose=1",
         f"--model_dir={tmp_path}/model",
         f"--export_base={tmp_path}/export",
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "eval metrics" in proc.stdout
