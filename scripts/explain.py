@@ -23,9 +23,9 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags, logging
 
-from wdl_tf import startup  # noqa: E402
+from wdl_tf import startup
 
 startup.skip_keras_extras()  # before anything loads TensorFlow
 

@@ -52,7 +52,7 @@ import tensorflow as tf
 
 from wdl_tf import explain, input_pipeline, tfrecord
 from wdl_tf import features as fs
-from wdl_tf.config import ExportOptions  # noqa: F401 - re-exported
+from wdl_tf.config import ExportOptions
 from wdl_tf.export_versions import published_metrics, remove_stale_temps, temp_dir, versions
 from wdl_tf.verify_export import METHOD_NAMES, context_split
 

@@ -31,10 +31,10 @@ from wdl_tf import startup
 if __name__ == "__main__":  # a process of its own: before TensorFlow loads
     startup.skip_keras_extras()
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from wdl_tf import explain  # noqa: E402
+from wdl_tf import explain
 
 SIGNATURES = ("serving_default", "predict", "classification", "regression", "rank")
 METHOD_NAMES = {
