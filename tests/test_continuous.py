@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from helpers import ROOT, run_script
 
-from wdl_tf import checkpoints, continuous, export_lib, input_pipeline, train_lib
+from wdl_tf import checkpoints, continuous, export_versions, input_pipeline, train_lib
 from wdl_tf import features as fs
 from wdl_tf import preprocessing as pp
 from wdl_tf.config import DataConfig, ExportOptions, ModelConfig, TrainConfig
@@ -203,7 +203,7 @@ def test_continuous_json_has_a_record_per_trained_span(three_spans):
     assert [r["warm_started"] for r in records] == [False, True]
     published = [r["published_version"] for r in records if r["published_version"]]
     assert records[0]["published_version"] == 1  # nothing served yet: no gate
-    assert export_lib.versions(config.train.export_base) == published
+    assert export_versions.versions(config.train.export_base) == published
     for r in records:
         assert 0.0 < r["auc"] < 1.0
         assert r["steps"] == -(-3000 // 128)
@@ -316,7 +316,7 @@ def test_the_gate_refuses_a_worse_model(three_spans):
 @pytest.mark.slow
 def test_served_auc_scores_the_published_savedmodel(three_spans):
     config, records, _ = three_spans
-    latest = export_lib.versions(config.train.export_base)[-1]
+    latest = export_versions.versions(config.train.export_base)[-1]
     record = next(r for r in records if r["published_version"] == latest)
     spec = fs.load(os.path.join(_span_dir(config, record["span"]), "feature_spec.json"))
     files = continuous.span_files(config)[1][record["eval_span"] - 1]
@@ -329,13 +329,13 @@ def test_served_auc_scores_the_published_savedmodel(three_spans):
 @pytest.mark.slow
 def test_rerun_skips_finished_spans_and_refuses_other_settings(three_spans):
     config, records, _ = three_spans
-    versions = export_lib.versions(config.train.export_base)
+    versions = export_versions.versions(config.train.export_base)
     lines = []
     assert continuous.run(config, progress=lines.append) == records
     assert lines == [
         f"span {r['span']}: done before (auc {r['auc']:.4f}), skipped" for r in records
     ]
-    assert export_lib.versions(config.train.export_base) == versions
+    assert export_versions.versions(config.train.export_base) == versions
     with pytest.raises(ValueError, match=r"other settings \(differing: \['vocab_window'\]\)"):
         continuous.run(dataclasses.replace(config, vocab_window=2))
 

@@ -24,7 +24,15 @@ import pytest
 import tensorflow as tf
 from helpers import ROOT, run_script, script
 
-from wdl_tf import checkpoints, cluster, distribute, export_lib, input_pipeline, train_lib
+from wdl_tf import (
+    checkpoints,
+    cluster,
+    distribute,
+    export_lib,
+    export_versions,
+    input_pipeline,
+    train_lib,
+)
 from wdl_tf import config as config_lib
 from wdl_tf import features as fs
 
@@ -321,11 +329,11 @@ def test_killed_worker_resumes_from_last_checkpoint_and_exports_once(
     # The survivor cannot pass the next all-reduce alone: at most one more checkpoint.
     assert resume_step is not None and resume_step - killed_after < EVERY
     assert resume_step < EPOCHS * STEPS_PER_EPOCH
-    assert not os.path.exists(export_base) or not export_lib.versions(export_base)
+    assert not os.path.exists(export_base) or not export_versions.versions(export_base)
 
     rerun = _launch(2, flags)
     assert rerun.returncode == 0, rerun.stdout[-4000:]
-    assert export_lib.versions(export_base) == [1]  # exported once
+    assert export_versions.versions(export_base) == [1]  # exported once
     assert not [n for n in os.listdir(export_base) if n.startswith("temp-")]
     # No step lost or counted twice: the optimizer ran exactly the run's steps, and the
     # resumed run ends where an uninterrupted single worker does.

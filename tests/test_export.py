@@ -285,10 +285,10 @@ def test_auc_gate_and_keep_versions(exported, tmp_path):
     gate = export_lib.ExportOptions(max_auc_drop=0.01, keep_versions=1)
     for auc in (0.81, 0.805):  # the second is worse, but within max_auc_drop
         export_lib.export_model(spec, preprocessor, model, str(base), raw, {"auc": auc}, gate)
-    assert export_lib.versions(str(base)) == [2]  # two published, the older pruned
+    assert export_versions.versions(str(base)) == [2]  # two published, the older pruned
     with pytest.raises(export_lib.ExportError, match="worse than the published version"):
         export_lib.export_model(spec, preprocessor, model, str(base), raw, {"auc": 0.79}, gate)
-    assert export_lib.versions(str(base)) == [2]
+    assert export_versions.versions(str(base)) == [2]
     # No temp-* of ours left behind; the dead process's removed; the others kept.
     assert sorted(os.listdir(base)) == sorted(["2", live, elsewhere])
 
@@ -307,7 +307,7 @@ def test_remove_stale_temps_only_removes_dead_local_owners(tmp_path):
         }
         for name in names.values():
             (tmp_path / name).mkdir()
-        assert export_lib.remove_stale_temps(str(tmp_path)) == [names["dead"]]
+        assert export_versions.remove_stale_temps(str(tmp_path)) == [names["dead"]]
         assert sorted(os.listdir(tmp_path)) == sorted(v for k, v in names.items() if k != "dead")
     finally:
         sleeper.kill()
@@ -322,7 +322,7 @@ def test_publish_skips_a_version_taken_meanwhile(tmp_path):
     tmp.mkdir()
     (tmp / "saved_model.pb").write_text("x")
     assert export_lib.publish(str(tmp), str(base)) == str(base / "2")
-    assert export_lib.versions(str(base)) == [1, 2]
+    assert export_versions.versions(str(base)) == [1, 2]
 
 
 def test_tfsmlayer_loads_the_export(exported):

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wdl_tf import checkpoints, encoded_cache, export_lib, input_pipeline, run_dir, train_lib
+from wdl_tf import (
+    checkpoints,
+    encoded_cache,
+    export_lib,
+    export_versions,
+    input_pipeline,
+    run_dir,
+    train_lib,
+)
 from wdl_tf import config as config_lib
 from wdl_tf import features as fs
 
@@ -59,7 +67,7 @@ def test_learns_the_planted_signal(trained):
 def test_export_reloads_with_equal_predictions(trained):
     config, result = trained
     assert result.export_path == os.path.join(config.export_base, "1")
-    assert export_lib.versions(config.export_base) == [1]
+    assert export_versions.versions(config.export_base) == [1]
     assert not [n for n in os.listdir(config.export_base) if n.startswith("temp-")]
 
     spec = fs.load(os.path.join(config.model_dir, "feature_spec.json"))
@@ -113,7 +121,7 @@ def test_rerun_resumes_from_checkpoint_and_publishes_next_version(trained, tmp_p
     second = train_lib.train_and_evaluate(more)
     assert second.initial_epoch == 3  # resumed after the 3 finished epochs
     assert second.export_path == os.path.join(config.export_base, "2")
-    assert export_lib.versions(config.export_base) == [1, 2]
+    assert export_versions.versions(config.export_base) == [1, 2]
 
 
 def test_resume_continues_optimizer_state(tmp_path):

@@ -43,6 +43,7 @@ from wdl_tf import (
     atomic,
     checkpoints,
     export_lib,
+    export_versions,
     input_pipeline,
     metrics,
     run_dir,
@@ -303,7 +304,7 @@ def served_auc(export_base: str, raw_batches) -> float | None:
     measured on older spans, and comparing across spans would gate on the data's
     difficulty rather than on the model.
     """
-    versions = export_lib.versions(export_base)
+    versions = export_versions.versions(export_base)
     if not versions:
         return None
     loaded = tf.saved_model.load(os.path.join(export_base, str(versions[-1])))
@@ -398,7 +399,7 @@ def _check_resumable(config: ContinuousConfig) -> None:
 
 def _check_export_base(export_base: str, spec: fs.FeatureSpec) -> None:
     """The served version must read our features: the gate scores it on our spans."""
-    versions = export_lib.versions(export_base) if export_base else []
+    versions = export_versions.versions(export_base) if export_base else []
     if not versions:
         return
     path = os.path.join(export_base, str(versions[-1]), "assets.extra", "feature_spec.json")
