@@ -544,10 +544,11 @@ class ContinuousConfig:
                 "warm_start_from: not used by continuous training (each span starts from the "
                 f"previous span's model), got {self.train.warm_start_from!r}"
             )
-        if self.train.distribution not in ("auto", "none") or os.environ.get("TF_CONFIG"):
+        tf_config_set = bool(os.environ.get("TF_CONFIG"))
+        if self.train.distribution not in ("auto", "none") or tf_config_set:
             raise ValueError(
                 f"distribution: continuous training runs in one process, got "
-                f"{self.train.distribution!r} (TF_CONFIG set: {bool(os.environ.get('TF_CONFIG'))})"
+                f"{self.train.distribution!r} (TF_CONFIG set: {tf_config_set})"
             )
         # DataConfig wants train files for dataset 'files': here they are the spans.
         dataclasses.replace(
