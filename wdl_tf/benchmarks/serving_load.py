@@ -26,6 +26,7 @@ RSS_BASELINE_S = 10.0  # RSS growth is measured after this point of the soak
 # Allocator noise, not a leak: the 2026-12-01 runs moved -0.2 to +0.2 MiB before the reload.
 LEAK_TOLERANCE_MIB = 2.0
 MAX_REQUESTS_PER_CLIENT = 1_000_000  # bounds every load loop besides its deadline
+WARMUP_TIMEOUT_S = 120.0  # for every client to make its first call
 
 
 def run_load(
@@ -37,35 +38,51 @@ def run_load(
     on_tick=None,
     until: threading.Event | None = None,
     max_extra_seconds: float = 0.0,
+    on_open=None,
 ) -> dict[str, Any]:
     """``clients`` threads calling rank for ``seconds``; ``on_tick(elapsed)`` about every 1 s.
 
+    The timed window opens once every client has made its first (warm-up) call:
+    ``on_open(start)`` gets its `time.monotonic` start, and elapsed times count from it.
+    (It used to open before the clients started; 16 clients' warm-up calls on a loaded
+    2-core machine once outlasted a 0.75 s window, which then held no request at all.)
     With ``until``, the load goes on past ``seconds`` until it is set (at most
     ``max_extra_seconds`` more).
 
     Returns the latency summary, requests/s, failures and the (start, end, ok) of each call
-    (relative to the start) so callers can count failures in a window.
+    (relative to the window's start) so callers can count failures in a window.
     """
     context, candidates, dtypes = request
     calls: list[tuple[float, float, bool]] = []
     errors: list[str] = []
     lock = threading.Lock()
-    t0 = time.monotonic()
-    deadline = t0 + seconds
-    hard_deadline = deadline + max_extra_seconds
+    window: list[float] = []  # [start, deadline, hard deadline], set by the last client ready
+
+    def open_window() -> None:  # run by the last thread to arrive, before any is released
+        now = time.monotonic()
+        window[:] = [now, now + seconds, now + seconds + max_extra_seconds]
+        if on_open is not None:
+            on_open(now)
+
+    ready = threading.Barrier(clients, action=open_window)
 
     def finished(now: float) -> bool:
-        if now < deadline:
+        if now < window[1]:
             return False
-        return until is None or until.is_set() or now >= hard_deadline
+        return until is None or until.is_set() or now >= window[2]
 
     def call(client) -> None:
         client.rank(context, candidates, dtypes=dtypes, repeat_context=False)
 
     def worker() -> None:
-        client = make_client(protocol, server)
+        client = None
         try:
-            call(client)  # warm the connection
+            try:
+                client = make_client(protocol, server)
+                call(client)  # warm the connection, outside the window
+            finally:
+                ready.wait(WARMUP_TIMEOUT_S)  # a failed warm-up still lets the others go
+            t0 = window[0]
             mine = []
             for _ in range(MAX_REQUESTS_PER_CLIENT):
                 start = time.monotonic()
@@ -82,23 +99,33 @@ def run_load(
                 mine.append((start - t0, time.monotonic() - t0, ok))
             with lock:
                 calls.extend(mine)
+        except Exception as e:  # noqa: BLE001 - a client that could not start is reported
+            with lock:
+                if len(errors) < 10:
+                    errors.append(f"warm-up: {e!r}"[:300])
         finally:
-            client.close()
+            if client is not None:
+                client.close()
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
     for t in threads:
         t.start()
+    started = time.monotonic()
     tick = 1.0
     while any(t.is_alive() for t in threads):
-        elapsed = time.monotonic() - t0
-        if on_tick is not None and elapsed >= tick:
+        now = time.monotonic()
+        elapsed = now - window[0] if window else 0.0
+        if on_tick is not None and window and elapsed >= tick:
             on_tick(elapsed)
             tick += 1.0
-        if elapsed > seconds + max_extra_seconds + 120:  # hung calls: give up (daemon threads)
-            errors.append("load threads did not finish in time")
+        if now - started > WARMUP_TIMEOUT_S + seconds + max_extra_seconds + 120:
+            errors.append("load threads did not finish in time")  # hung calls (daemon threads)
             break
         time.sleep(0.05)
-    wall = max(time.monotonic() - t0, 1e-9)
+    if not window:
+        errors.append(f"the {clients} clients did not all finish their warm-up call")
+        window[:] = [time.monotonic()] * 3
+    wall = max(time.monotonic() - window[0], 1e-9)
     ok_latencies = [end - start for start, end, ok in calls if ok]
     return {
         "protocol": protocol,
@@ -120,6 +147,11 @@ def run_soak(
     reload: dict[str, Any] = {}
     reload_done = threading.Event()
     baseline_s = min(RSS_BASELINE_S, seconds / 3)
+    t0 = 0.0  # the load window's start (`run_load`'s ``on_open``): the origin of every time
+
+    def opened(start: float) -> None:
+        nonlocal t0
+        t0 = start
 
     def reload_thread() -> None:
         try:
@@ -141,7 +173,6 @@ def run_soak(
             reload["rss_mib_before"] = rss[-1][1] / 2**20 if rss else 0.0
             threading.Thread(target=reload_thread, daemon=True).start()
 
-    t0 = time.monotonic()
     result = run_load(
         "grpc",
         server,
@@ -151,6 +182,7 @@ def run_soak(
         on_tick=on_tick,
         until=reload_done,
         max_extra_seconds=timeout,
+        on_open=opened,
     )
     calls = result.pop("_calls")
     reload_done.wait(timeout)
@@ -205,7 +237,7 @@ def run_keepalive(server: ServerProcess, body: bytes, clients: int, seconds: flo
         connection = http.client.HTTPConnection(HOST, server.rest_port, timeout=60)
         mine, failed, errors = [], 0, []
         try:
-            barrier.wait(120)
+            barrier.wait(WARMUP_TIMEOUT_S)
             for _ in range(MAX_REQUESTS_PER_CLIENT):
                 start = time.monotonic()
                 if start >= window[1]:
