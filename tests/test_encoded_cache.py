@@ -83,7 +83,7 @@ def test_every_pass_has_the_uncached_rows_and_later_passes_read_the_cache(setup)
 
     first = rows_of(ds)
     assert first == uncached
-    for _ in range(50):  # the snapshot is finalized by a writer thread after the pass
+    for _ in range(600):  # the snapshot is finalized by a writer thread after the pass
         if cache.is_complete():
             break
         time.sleep(0.1)

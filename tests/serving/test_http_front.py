@@ -280,7 +280,11 @@ def test_requests_over_the_in_flight_cap_get_503_then_service_resumes():
     try:
         # A request whose body has not all arrived holds the only slot.
         holder.send(_request("POST", "/v1/models/m:predict", {"Content-Length": "20"}, b"{"))
-        time.sleep(0.3)
+        # Until the server has taken it in (a fixed 0.3 s sleep assumed it had by then).
+        deadline = time.monotonic() + 60
+        while server.rest_stats["in_flight"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.rest_stats["in_flight"] == 1
         other = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=5)
         other.request("GET", "/v1/models/m")
         response = other.getresponse()
