@@ -55,6 +55,7 @@ def run_load(
     context, candidates, dtypes = request
     calls: list[tuple[float, float, bool]] = []
     errors: list[str] = []
+    warmup_failures: list[int] = []  # clients whose first call failed: counted as failed
     lock = threading.Lock()
     window: list[float] = []  # [start, deadline, hard deadline], set by the last client ready
 
@@ -101,6 +102,7 @@ def run_load(
                 calls.extend(mine)
         except Exception as e:  # noqa: BLE001 - a client that could not start is reported
             with lock:
+                warmup_failures.append(1)
                 if len(errors) < 10:
                     errors.append(f"warm-up: {e!r}"[:300])
         finally:
@@ -131,8 +133,8 @@ def run_load(
         "protocol": protocol,
         "clients": clients,
         "seconds": round(wall, 2),
-        "requests": len(calls),
-        "failed": sum(1 for *_, ok in calls if not ok),
+        "requests": len(calls) + len(warmup_failures),
+        "failed": sum(1 for *_, ok in calls if not ok) + len(warmup_failures),
         "requests_per_s": len(ok_latencies) / wall,
         **percentiles(ok_latencies),
         "errors": errors,
