@@ -14,6 +14,7 @@ import tensorflow as tf
 from helpers import ROOT, run_script
 
 from wdl_tf import checkpoints, continuous, export_versions, input_pipeline, train_lib
+from wdl_tf import config as config_lib
 from wdl_tf import features as fs
 from wdl_tf import preprocessing as pp
 from wdl_tf.config import DataConfig, ExportOptions, ModelConfig, TrainConfig
@@ -128,6 +129,13 @@ def _config(tmp_path, spans=3, **changes) -> continuous.ContinuousConfig:
     )
     settings = {"eval_every_steps": 6, "curve_eval_rows": 3000, **changes}
     return continuous.ContinuousConfig(train=train, spans=spans, **settings)
+
+
+def test_every_span_dataset_the_config_accepts_has_a_span_source():
+    """`config.SPAN_DATASETS` (what a config accepts; the config imports nothing from
+    wdl_tf) and `continuous.SPAN_SOURCES` (how spans are made) must name the same datasets;
+    the module-level assert that ties them is stripped by ``python -O``."""
+    assert set(config_lib.SPAN_DATASETS) == set(continuous.SPAN_SOURCES)
 
 
 @pytest.mark.parametrize(
