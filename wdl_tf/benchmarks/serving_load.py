@@ -26,7 +26,34 @@ RSS_BASELINE_S = 10.0  # RSS growth is measured after this point of the soak
 # Allocator noise, not a leak: the 2026-12-01 runs moved -0.2 to +0.2 MiB before the reload.
 LEAK_TOLERANCE_MIB = 2.0
 MAX_REQUESTS_PER_CLIENT = 1_000_000  # bounds every load loop besides its deadline
-WARMUP_TIMEOUT_S = 120.0  # for every client to make its first call
+WARMUP_TIMEOUT_S = 120.0  # for every client to connect or make its first call
+
+
+class _Window:
+    """A timed window of ``seconds`` (plus up to ``extra`` more) that opens when the last of
+    ``clients`` threads calls `ready`, so that connecting and warm-up calls stay outside it.
+    ``on_open(start)`` runs in the last thread to arrive, before any is released."""
+
+    def __init__(self, clients: int, seconds: float, extra: float = 0.0, on_open=None):
+        self.start = self.deadline = self.hard_deadline = None
+        self._seconds, self._extra, self._on_open = seconds, extra, on_open
+        self._barrier = threading.Barrier(clients, action=self._open)
+
+    def _open(self) -> None:
+        now = time.monotonic()
+        self.start, self.deadline = now, now + self._seconds
+        self.hard_deadline = self.deadline + self._extra
+        if self._on_open is not None:
+            self._on_open(now)
+
+    def ready(self) -> None:
+        """Waits until every client is ready (raises `threading.BrokenBarrierError` after
+        `WARMUP_TIMEOUT_S`)."""
+        self._barrier.wait(WARMUP_TIMEOUT_S)
+
+    @property
+    def opened(self) -> bool:
+        return self.start is not None
 
 
 def run_load(
@@ -55,35 +82,28 @@ def run_load(
     context, candidates, dtypes = request
     calls: list[tuple[float, float, bool]] = []
     errors: list[str] = []
-    warmup_failures: list[int] = []  # clients whose first call failed: counted as failed
+    warmup_failures = 0  # clients whose first call failed: counted as failed requests
     lock = threading.Lock()
-    window: list[float] = []  # [start, deadline, hard deadline], set by the last client ready
-
-    def open_window() -> None:  # run by the last thread to arrive, before any is released
-        now = time.monotonic()
-        window[:] = [now, now + seconds, now + seconds + max_extra_seconds]
-        if on_open is not None:
-            on_open(now)
-
-    ready = threading.Barrier(clients, action=open_window)
+    window = _Window(clients, seconds, max_extra_seconds, on_open)
 
     def finished(now: float) -> bool:
-        if now < window[1]:
+        if now < window.deadline:
             return False
-        return until is None or until.is_set() or now >= window[2]
+        return until is None or until.is_set() or now >= window.hard_deadline
 
     def call(client) -> None:
         client.rank(context, candidates, dtypes=dtypes, repeat_context=False)
 
     def worker() -> None:
+        nonlocal warmup_failures
         client = None
         try:
             try:
                 client = make_client(protocol, server)
                 call(client)  # warm the connection, outside the window
             finally:
-                ready.wait(WARMUP_TIMEOUT_S)  # a failed warm-up still lets the others go
-            t0 = window[0]
+                window.ready()  # a failed warm-up still lets the others go
+            t0 = window.start
             mine = []
             for _ in range(MAX_REQUESTS_PER_CLIENT):
                 start = time.monotonic()
@@ -102,7 +122,7 @@ def run_load(
                 calls.extend(mine)
         except Exception as e:  # noqa: BLE001 - a client that could not start is reported
             with lock:
-                warmup_failures.append(1)
+                warmup_failures += 1
                 if len(errors) < 10:
                     errors.append(f"warm-up: {e!r}"[:300])
         finally:
@@ -116,25 +136,24 @@ def run_load(
     tick = 1.0
     while any(t.is_alive() for t in threads):
         now = time.monotonic()
-        elapsed = now - window[0] if window else 0.0
-        if on_tick is not None and window and elapsed >= tick:
-            on_tick(elapsed)
+        if on_tick is not None and window.opened and now - window.start >= tick:
+            on_tick(now - window.start)
             tick += 1.0
         if now - started > WARMUP_TIMEOUT_S + seconds + max_extra_seconds + 120:
             errors.append("load threads did not finish in time")  # hung calls (daemon threads)
             break
         time.sleep(0.05)
-    if not window:
+    stopped = time.monotonic()
+    if not window.opened:
         errors.append(f"the {clients} clients did not all finish their warm-up call")
-        window[:] = [time.monotonic()] * 3
-    wall = max(time.monotonic() - window[0], 1e-9)
+    wall = max(stopped - window.start, 1e-9) if window.opened else 1e-9
     ok_latencies = [end - start for start, end, ok in calls if ok]
     return {
         "protocol": protocol,
         "clients": clients,
         "seconds": round(wall, 2),
-        "requests": len(calls) + len(warmup_failures),
-        "failed": sum(1 for *_, ok in calls if not ok) + len(warmup_failures),
+        "requests": len(calls) + warmup_failures,
+        "failed": sum(1 for *_, ok in calls if not ok) + warmup_failures,
         "requests_per_s": len(ok_latencies) / wall,
         **percentiles(ok_latencies),
         "errors": errors,
@@ -227,22 +246,16 @@ def run_keepalive(server: ServerProcess, body: bytes, clients: int, seconds: flo
     failures: list[str] = []
     counts = {"requests": 0, "failed": 0, "connections": 0}
     lock = threading.Lock()
-    window: list[float] = []  # [start, deadline], set once every client is connected
-
-    def open_window() -> None:  # run by the last thread to arrive, before any is released
-        now = time.monotonic()
-        window[:] = [now, now + seconds]
-
-    barrier = threading.Barrier(clients, action=open_window)
+    window = _Window(clients, seconds)  # opens once every client is connected
 
     def worker() -> None:
         connection = http.client.HTTPConnection(HOST, server.rest_port, timeout=60)
         mine, failed, errors = [], 0, []
         try:
-            barrier.wait(WARMUP_TIMEOUT_S)
+            window.ready()
             for _ in range(MAX_REQUESTS_PER_CLIENT):
                 start = time.monotonic()
-                if start >= window[1]:
+                if start >= window.deadline:
                     break
                 try:
                     connection.request("POST", path, body, headers)
@@ -269,9 +282,9 @@ def run_keepalive(server: ServerProcess, body: bytes, clients: int, seconds: flo
         t.start()
     for t in threads:
         t.join(seconds + 300)
-    if not window:
+    if not window.opened:
         raise RuntimeError(f"the {clients} keep-alive clients did not all connect")
-    wall = max(time.monotonic() - window[0], 1e-9)
+    wall = max(time.monotonic() - window.start, 1e-9)
     return {
         "clients": clients,
         "seconds": round(wall, 2),
