@@ -7,6 +7,7 @@ Classify with a context feeds context bytes + example bytes; the method-name che
 ``tensorflow/serving/classify`` and ``.../regress``.
 """
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -28,6 +29,7 @@ from wdl_tf import (
     verify_export,
 )
 from wdl_tf import features as fs
+from wdl_tf import model as model_lib
 from wdl_tf import preprocessing as pp
 
 
@@ -249,6 +251,29 @@ def test_verification_rejects_wrong_predictions_and_publishes_nothing(exported, 
     assert here["serving_path_max_abs_diff"].keys() == report["serving_path_max_abs_diff"].keys()
     with pytest.raises(export_lib.ExportError, match="differs from the in-memory model"):
         export_lib.verify_before_publish(path, inputs, examples, good + 0.01, 1e-5)
+
+
+@pytest.mark.slow
+def test_a_bfloat16_tower_exports_within_its_own_tolerance(exported, census_export, tmp_path):
+    """``hidden_dtype="mixed_bfloat16"``: the same weights in a tower that computes in
+    bfloat16 publish a SavedModel whose float32 answers match that model within
+    `export_lib.BFLOAT16_ATOL` (the pre-publish check, explain identities included), and
+    differ from the float32 model's by bfloat16's rounding, no more."""
+    spec, preprocessor, model, raw, _, _ = exported
+    config = dataclasses.replace(census_export.config.model, hidden_dtype="mixed_bfloat16")
+    half = model_lib.build_model(preprocessor.encoded_features, config)
+    half.set_weights(model.get_weights())
+    base = str(tmp_path / "export")
+    path = export_lib.export_model(spec, preprocessor, half, base, raw)
+    assert path == os.path.join(base, "1")
+    inputs = export_lib.raw_inputs(spec, raw)
+    signature = tf.saved_model.load(path).signatures["serving_default"]
+    served = signature(**{k: tf.constant(v) for k, v in inputs.items()})
+    served = served["probabilities"].numpy().reshape(-1)
+    full = _expected(preprocessor, model, raw)
+    np.testing.assert_allclose(served, _expected(preprocessor, half, raw), atol=1e-2)
+    np.testing.assert_allclose(served, full, atol=1e-2)
+    assert not np.array_equal(served, full)  # the export computes in bfloat16 too
 
 
 def test_nan_model_is_not_published(exported, tmp_path):

@@ -194,6 +194,11 @@ def test_checkpoint_restores_weights_and_both_optimizers(tmp_path):
         ({"dropout": 1.5}, "dropout"),
         ({"linear_learning_rate": 0.0}, "linear_learning_rate"),
         ({"linear_l1": -1.0}, "linear_l1"),
+        (
+            {"hidden_dtype": "float16"},
+            r"hidden_dtype: unknown value 'float16'; allowed values are \['float32', "
+            r"'mixed_bfloat16'\]",
+        ),
     ],
 )
 def test_bad_model_config(kwargs, message):
@@ -227,3 +232,59 @@ def test_weight_average_before_any_update_changes_nothing():
     bias.assign([0.7])
     average.apply()
     np.testing.assert_allclose(bias.numpy(), [0.7])
+
+
+def test_mixed_bfloat16_hidden_layers_round_the_tower_and_keep_float32_weights():
+    """``hidden_dtype="mixed_bfloat16"``: the hidden layers compute in bfloat16 over the same
+    float32 variables (so checkpoints interchange), while the output stays float32."""
+    full = model_lib.build_model(FEATURES, _config())
+    half = model_lib.build_model(FEATURES, _config(hidden_dtype="mixed_bfloat16"))
+    assert model_lib.hidden_compute_dtype(full) == "float32"
+    assert model_lib.hidden_compute_dtype(half) == "bfloat16"
+    wide_only = model_lib.build_model(FEATURES, _config(model_type="wide"))
+    assert model_lib.hidden_compute_dtype(wide_only) == "float32"
+    assert [(v.path, v.shape, v.dtype) for v in full.weights] == [
+        (v.path, v.shape, v.dtype) for v in half.weights
+    ]
+    assert all(v.dtype == "float32" for v in half.weights)
+    tower = half.get_layer("deep")
+    assert {layer.compute_dtype for layer in tower.hidden} == {"bfloat16"}
+    assert tower.logit.compute_dtype == "float32"
+
+    # Weights larger than the initializers give, so that bfloat16's rounding shows in the
+    # deep logit (the tower's output, compared before the sigmoid flattens it).
+    rng = np.random.default_rng(0)
+    for v in full.weights:
+        v.assign(rng.normal(0.0, 0.5, v.shape).astype(np.float32))
+    half.set_weights(full.get_weights())
+    batch = _batch()
+    deep_inputs = {f.name: batch[f.name] for f in FEATURES if f.deep}
+    deep_full = full.get_layer("deep")(deep_inputs).numpy()
+    deep_half = tower(deep_inputs).numpy()
+    assert deep_half.dtype == np.float32 and half(batch).dtype == "float32"
+
+    # The same tower by hand, in float32, each hidden layer's inputs, weights and outputs
+    # rounded to bfloat16 (8 significant bits).
+    def bf16(t):
+        return tf.cast(tf.cast(t, tf.bfloat16), tf.float32)
+
+    apps = batch["apps"]
+    mask = tf.cast(apps != 0, tf.float32)[..., None]
+    x = tf.concat(
+        [
+            batch["age"],
+            tf.gather(tower.tables["city"], batch["city"][:, 0]),
+            tf.reduce_sum(tf.gather(tower.tables["apps"], apps) * mask, 1)
+            / tf.reduce_sum(mask, 1),  # the mean combiner
+        ],
+        axis=1,
+    )
+    for layer in tower.hidden:
+        if isinstance(layer, keras.layers.Dense):
+            x = tf.nn.relu(bf16(bf16(tf.matmul(bf16(x), bf16(layer.kernel))) + bf16(layer.bias)))
+    by_hand = tf.matmul(x, tower.logit.kernel).numpy()
+    # The rounding is where the hand computation puts it: bfloat16's relative error 2^-8
+    # per value, far from the float32 tower.
+    rounding = np.abs(deep_half - deep_full).max()
+    assert rounding > 1e-3 * np.abs(deep_full).max()
+    np.testing.assert_allclose(deep_half, by_hand, atol=rounding / 10)

@@ -99,7 +99,9 @@ class DeepTower(keras.layers.Layer):
 
     Embedding tables ``deep/emb_<name>`` ([size, dim], random normal with stddev 1/√dim) are
     gathered, so their gradients are sparse too; multivalent ids are pooled by the feature's
-    combiner. Hidden layers ``deep/hidden_<i>`` (optionally batch-normalized, then dropout).
+    combiner. Hidden layers ``deep/hidden_<i>`` (optionally batch-normalized, then dropout),
+    under the dtype policy ``hidden_dtype`` (`ModelConfig.hidden_dtype`); the logit layer is
+    always float32, so the output and the explain signature's terms are float32.
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class DeepTower(keras.layers.Layer):
         embedding_dim: int | None = None,
         use_bias: bool = True,
         seed: int = 0,
+        hidden_dtype: str = "float32",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -124,14 +127,21 @@ class DeepTower(keras.layers.Layer):
                     units,
                     use_bias=not batch_norm,
                     kernel_initializer=keras.initializers.GlorotUniform(seed=seed + i),
+                    dtype=hidden_dtype,
                     name=f"hidden_{i}",
                 )
             ]
             if batch_norm:
-                block.append(keras.layers.BatchNormalization(name=f"batch_norm_{i}"))
-            block.append(keras.layers.ReLU(name=f"relu_{i}"))
+                block.append(
+                    keras.layers.BatchNormalization(dtype=hidden_dtype, name=f"batch_norm_{i}")
+                )
+            block.append(keras.layers.ReLU(dtype=hidden_dtype, name=f"relu_{i}"))
             if dropout:
-                block.append(keras.layers.Dropout(dropout, seed=seed + i, name=f"dropout_{i}"))
+                block.append(
+                    keras.layers.Dropout(
+                        dropout, seed=seed + i, dtype=hidden_dtype, name=f"dropout_{i}"
+                    )
+                )
             self.hidden.extend(block)
         self.logit = keras.layers.Dense(
             1,
@@ -203,6 +213,17 @@ class SamplingCorrection(keras.layers.Layer):
         return {**super().get_config(), "rate": self.rate}
 
 
+def hidden_compute_dtype(model: keras.Model) -> str:
+    """The dtype the deep part's hidden layers compute in (``float32`` without a deep part):
+    ``bfloat16`` under ``ModelConfig.hidden_dtype="mixed_bfloat16"``."""
+    try:
+        tower = model.get_layer("deep")
+    except ValueError:
+        return "float32"
+    dtypes = {layer.compute_dtype for layer in tower.hidden}
+    return "bfloat16" if "bfloat16" in dtypes else "float32"
+
+
 def model_inputs(features: list[EncodedFeature]) -> dict[str, keras.KerasTensor]:
     """One keras.Input per encoded feature, with the dtype and shape the preprocessor emits."""
     inputs = {}
@@ -247,6 +268,7 @@ def build_model(features: list[EncodedFeature], config: ModelConfig) -> keras.Mo
             # The joint model has one bias b (the wide part's); deep-only needs its own.
             use_bias=not config.has_wide,
             seed=config.seed,
+            hidden_dtype=config.hidden_dtype,
             name="deep",
         )
         logits.append(tower(deep_inputs))
