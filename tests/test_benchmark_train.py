@@ -55,14 +55,16 @@ def test_quick_benchmark_reports_every_section(tmp_path):
         assert _positive(r["ftrl_speedup"]) and _positive(r["adagrad_speedup"])
         assert 1 <= r["unique_ids_mean"] < r["ids_per_batch"]  # Zipf ids repeat
 
-    # 2. End to end: every implementation at every bucket count; tf_keras may be n/a.
+    # 2. End to end: every implementation at every bucket count, float32 and with the
+    # bfloat16 tower; tf_keras may be n/a.
     results = report["end_to_end"]["results"]
     buckets = [int(hb) for hb in QUICK["hash_buckets"]]
+    implementations = ("wdl_tf", "keras_stock", "tf_keras", "wdl_tf_bf16", "tf_keras_bf16")
     assert {(r["implementation"], r["hash_buckets"]) for r in results} == {
-        (i, hb) for i in ("wdl_tf", "keras_stock", "tf_keras") for hb in buckets
+        (i, hb) for i in implementations for hb in buckets
     }
     for r in results:
-        if r["implementation"] == "tf_keras" and r["status"] == "n/a":
+        if r["implementation"].startswith("tf_keras") and r["status"] == "n/a":
             assert r["reason"]
             continue
         assert r["status"] == "ok", r
@@ -88,6 +90,17 @@ def test_quick_benchmark_reports_every_section(tmp_path):
     assert _positive(roof["limit_examples_per_s"])
     assert _positive(roof["limit_examples_per_s_median"])
     assert roof["achieved"] and all(_positive(a["fraction"]) for a in roof["achieved"])
+    # The bfloat16 towers are set against the bfloat16 products' limit, the others not.
+    assert {m["dtype"] for m in roof["matmul"]} == {"float32", "bfloat16"}
+    assert _positive(roof["gflops_bf16"]) and _positive(roof["limit_examples_per_s_bf16"])
+    for r in results:
+        if r["status"] == "ok":
+            key = (
+                "limit_examples_per_s_bf16"
+                if r["implementation"].endswith("_bf16")
+                else ("limit_examples_per_s")
+            )
+            assert r["fraction_of_mlp_limit"] == pytest.approx(r["examples_per_s"] / roof[key])
 
     # 5. Memory.
     mem = report["memory"]
@@ -125,6 +138,7 @@ def test_quick_benchmark_reports_every_section(tmp_path):
     ):
         assert title in markdown
     assert "From CSV with the encoded cache" in markdown
+    assert "| bfloat16: wdl_tf ÷ tf_keras |" in markdown and "the bfloat16 limit" in markdown
 
     # --sections=end_to_end alone (no roofline, hence no share of the MLP limit) formats too.
     from wdl_tf.benchmarks import train_report

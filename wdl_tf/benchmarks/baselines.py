@@ -47,6 +47,8 @@ def build_tf_keras_model(features, cfg, optimizers: str):
     `Embedding(size, dim)` (normal init, stddev 1/√dim) per categorical, concatenated with the
     normalized numerics, ReLU layers (Glorot uniform) and a bias-free logit; sigmoid of the
     sum. FTRL (L1, L2) for the linear model, AdaGrad for the DNN, as ``optimizer=[...]``.
+    ``cfg.hidden_dtype`` is the ReLU layers' dtype policy, as in wdl_tf's tower (tf_keras
+    layers take the same policy names).
     """
     import tf_keras
 
@@ -76,6 +78,7 @@ def build_tf_keras_model(features, cfg, optimizers: str):
             units,
             activation="relu",
             kernel_initializer=tf_keras.initializers.GlorotUniform(seed=cfg.seed + i),
+            dtype=cfg.hidden_dtype,
             name=f"hidden_{i}",
         )(h)
     logit = tf_keras.layers.Dense(

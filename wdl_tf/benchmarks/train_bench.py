@@ -38,7 +38,7 @@ import numpy as np
 from wdl_tf.benchmarks import env, train_e2e, train_files
 from wdl_tf.benchmarks.baselines import tf_keras_description
 from wdl_tf.benchmarks.train_data import prepare_data
-from wdl_tf.benchmarks.train_settings import PIPELINE_TARGET_RATIO, Settings
+from wdl_tf.benchmarks.train_settings import BF16_SUFFIX, PIPELINE_TARGET_RATIO, Settings
 
 ZIPF_EXPONENT = 1.2  # as wdl_tf.datasets.criteo draws its categorical ranks
 
@@ -149,9 +149,9 @@ def bench_matmul(settings: Settings) -> dict[str, Any]:
         return tf.reduce_sum(tf.matmul(a, b))  # the sum makes fetching wait for the product
 
     results = []
-    for n in settings.matmul_sizes:
-        a = tf.random.normal((n, n), dtype=tf.float32)
-        b = tf.random.normal((n, n), dtype=tf.float32)
+    for dtype, n in [(d, n) for d in (tf.float32, tf.bfloat16) for n in settings.matmul_sizes]:
+        a = tf.cast(tf.random.normal((n, n)), dtype)
+        b = tf.cast(tf.random.normal((n, n)), dtype)
         product(a, b).numpy()
         times = []
         start = time.perf_counter()
@@ -164,6 +164,7 @@ def bench_matmul(settings: Settings) -> dict[str, Any]:
         median, best = statistics.median(times), min(times)
         results.append(
             {
+                "dtype": dtype.name,
                 "n": n,
                 "reps": len(times),
                 "ms_median": 1e3 * median,
@@ -171,14 +172,19 @@ def bench_matmul(settings: Settings) -> dict[str, Any]:
                 "gflops_best": 2 * n**3 / best / 1e9,
             }
         )
+    full = [r for r in results if r["dtype"] == "float32"]
+    half = [r for r in results if r["dtype"] == "bfloat16"]
     return {
         "matmul": results,
-        "gflops": max(r["gflops_best"] for r in results),
-        "gflops_median": max(r["gflops"] for r in results),
-        "method": "tf.matmul of two n×n float32 matrices in a tf.function, repeated for "
-        f"{settings.matmul_seconds:g} s (at least 3 times) per size; the roofline uses the best "
-        "single product of any size (the attainable peak: on a shared machine the median "
-        "also measures the other processes), the median-based limit is given too",
+        "gflops": max(r["gflops_best"] for r in full),
+        "gflops_median": max(r["gflops"] for r in full),
+        "gflops_bf16": max(r["gflops_best"] for r in half),
+        "gflops_bf16_median": max(r["gflops"] for r in half),
+        "method": "tf.matmul of two n×n float32 (and bfloat16) matrices in a tf.function, "
+        f"repeated for {settings.matmul_seconds:g} s (at least 3 times) per size; the roofline "
+        "uses the best single product of any size (the attainable peak: on a shared machine "
+        "the median also measures the other processes), the median-based limit is given too; "
+        "the bfloat16 configurations are set against the bfloat16 products",
     }
 
 
@@ -267,14 +273,15 @@ def summarize(report: dict) -> None:
     e2e = report.get("end_to_end", {}).get("results", [])
     roof = report.get("roofline")
     if roof:
-        limit = roof["gflops"] * 1e9 / roof["train_flops_per_example"]
-        roof["limit_examples_per_s"] = limit
-        roof["limit_examples_per_s_median"] = (
-            roof["gflops_median"] * 1e9 / roof["train_flops_per_example"]
-        )
+        flops = roof["train_flops_per_example"]
+        roof["limit_examples_per_s"] = roof["gflops"] * 1e9 / flops
+        roof["limit_examples_per_s_median"] = roof["gflops_median"] * 1e9 / flops
+        roof["limit_examples_per_s_bf16"] = roof["gflops_bf16"] * 1e9 / flops
         roof["achieved"] = []
         for r in e2e:
             if r.get("status") == "ok":
+                bf16 = r["implementation"].endswith(BF16_SUFFIX)
+                limit = roof["limit_examples_per_s_bf16" if bf16 else "limit_examples_per_s"]
                 r["fraction_of_mlp_limit"] = r["examples_per_s"] / limit
                 roof["achieved"].append(
                     {

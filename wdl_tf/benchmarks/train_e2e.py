@@ -8,6 +8,7 @@ windows of steps after a warm-up.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -21,7 +22,7 @@ import numpy as np
 from wdl_tf import startup
 from wdl_tf.benchmarks import baselines
 from wdl_tf.benchmarks.env import configure_devices, peak_rss
-from wdl_tf.benchmarks.train_settings import Settings, job_spec
+from wdl_tf.benchmarks.train_settings import BF16_SUFFIX, Settings, job_spec
 
 
 def window_timer(base):
@@ -107,7 +108,11 @@ def build_model_for(impl: str, features, cfg, job: dict, notes: list[str]):
     """(compiled model, map from encoded batches to its inputs or None, its Callback base
     class) for ``impl``: ``wdl_tf``, ``stock`` (the same model with stock Keras optimizers)
     or ``tf_keras`` (`WideDeepModel`); raises `Unavailable` when tf_keras cannot be
-    imported. Shared by the pre-encoded and the from-files workers."""
+    imported. Shared by the pre-encoded and the from-files workers. ``<impl>_bf16``: the
+    same with ``cfg.hidden_dtype="mixed_bfloat16"``."""
+    if impl.endswith(BF16_SUFFIX):
+        impl = impl.removesuffix(BF16_SUFFIX)
+        cfg = dataclasses.replace(cfg, hidden_dtype="mixed_bfloat16")
     if impl == "tf_keras":
         try:
             import tf_keras
@@ -168,7 +173,7 @@ def run_training_config(job: dict) -> dict:
     try:
         model.fit(ds, **fit)
     except Exception as e:  # noqa: BLE001
-        if not (impl != "tf_keras" and model.jit_compile):
+        if not (impl.removesuffix(BF16_SUFFIX) != "tf_keras" and model.jit_compile):
             raise
         # Keras 3 turns XLA on for models on a GPU ("auto"); retry without it, and say so.
         result["notes"].append(

@@ -84,6 +84,10 @@ def format_markdown(report: dict) -> str:
         st = meta["settings"]
         hbs = sorted({r["hash_buckets"] for r in results})
         impls = [i for i in IMPLEMENTATIONS if any(r["implementation"] == i for r in results)]
+        # Each ratio sets wdl_tf against a configuration of the same numerics.
+        pairs = [("wdl_tf", "keras_stock"), ("wdl_tf", "tf_keras")]
+        if {"wdl_tf_bf16", "tf_keras_bf16"} & set(impls):
+            pairs.append(("wdl_tf_bf16", "tf_keras_bf16"))
         lines += [
             "## 2. End-to-end training, examples/s (median of timed windows)",
             "",
@@ -94,17 +98,17 @@ def format_markdown(report: dict) -> str:
             "",
             "| hash buckets / feature | "
             + " | ".join(IMPL_TITLES[i] for i in impls)
-            + " | wdl_tf ÷ stock | wdl_tf ÷ tf_keras |",
-            "|---:|" + "---:|" * (len(impls) + 2),
+            + " | wdl_tf ÷ stock | wdl_tf ÷ tf_keras |"
+            + (" bfloat16: wdl_tf ÷ tf_keras |" if len(pairs) > 2 else ""),
+            "|---:|" + "---:|" * (len(impls) + len(pairs)),
         ]
         median = lambda r: r["examples_per_s"]
         best = lambda r: max(r["window_examples_per_s"])
         for hb in hbs:
-            ours = _cfg(results, "wdl_tf", hb)
             cells = [_rate_cell(_cfg(results, i, hb)) for i in impls]
-            for other in ("keras_stock", "tf_keras"):
-                r = _cfg(results, other, hb)
-                cells.append(f"{_ratio(ours, r, median)} ({_ratio(ours, r, best)})")
+            for mine, other in pairs:
+                a, b = _cfg(results, mine, hb), _cfg(results, other, hb)
+                cells.append(f"{_ratio(a, b, median)} ({_ratio(a, b, best)})")
             lines.append(f"| {hb:,} | " + " | ".join(cells) + " |")
         lines += [
             "",
@@ -173,12 +177,13 @@ def format_markdown(report: dict) -> str:
         lines += [
             "## 4. Roofline (MLP-bound limit)",
             "",
-            "| matmul n | reps | median ms | GFLOP/s (median) | GFLOP/s (best) |",
-            "|---:|---:|---:|---:|---:|",
+            "| dtype | matmul n | reps | median ms | GFLOP/s (median) | GFLOP/s (best) |",
+            "|---|---:|---:|---:|---:|---:|",
         ]
         for m in roof["matmul"]:
             lines.append(
-                f"| {m['n']} | {m['reps']} | {_fmt(m['ms_median'], 2)} | {_fmt(m['gflops'], 1)} "
+                f"| {m.get('dtype', 'float32')} | {m['n']} | {m['reps']} "
+                f"| {_fmt(m['ms_median'], 2)} | {_fmt(m['gflops'], 1)} "
                 f"| {_fmt(m['gflops_best'], 1)} |"
             )
         lines += [
@@ -193,10 +198,17 @@ def format_markdown(report: dict) -> str:
             f"**{roof['limit_examples_per_s']:,.0f} examples/s** (with the median GFLOP/s: "
             f"{roof['limit_examples_per_s_median']:,.0f})",
         ]
+        if "limit_examples_per_s_bf16" in roof:
+            lines.append(
+                f"- bfloat16 matmul: **{roof['gflops_bf16']:.1f} GFLOP/s** best, "
+                f"{roof['gflops_bf16_median']:.1f} median; the bfloat16 towers' limit = "
+                f"**{roof['limit_examples_per_s_bf16']:,.0f} examples/s**"
+            )
         for a in roof["achieved"]:
             lines.append(
                 f"- {IMPL_TITLES[a['implementation']]} @ {a['hash_buckets']:,}: "
-                f"{a['examples_per_s']:,.0f} examples/s = {100 * a['fraction']:.1f}% of the limit"
+                f"{a['examples_per_s']:,.0f} examples/s = {100 * a['fraction']:.1f}% of "
+                + ("the bfloat16 limit" if a["implementation"].endswith("_bf16") else "the limit")
             )
     mem = report["memory"]
     lines += [

@@ -10,12 +10,19 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-IMPLEMENTATIONS = ("wdl_tf", "keras_stock", "tf_keras")
+# ``*_bf16``: the same configuration with the deep part's hidden layers under the
+# ``mixed_bfloat16`` policy (`ModelConfig.hidden_dtype`): compared with each other and with
+# the bfloat16 roofline, not with the float32 configurations (a model that rounds to 8 bits
+# is not the same model).
+IMPLEMENTATIONS = ("wdl_tf", "keras_stock", "tf_keras", "wdl_tf_bf16", "tf_keras_bf16")
 IMPL_TITLES = {
     "wdl_tf": "wdl_tf (ours)",
     "keras_stock": "Keras 3 stock optimizers",
     "tf_keras": "tf_keras WideDeepModel",
+    "wdl_tf_bf16": "wdl_tf, bfloat16 tower",
+    "tf_keras_bf16": "tf_keras, bfloat16 tower",
 }
+BF16_SUFFIX = "_bf16"
 # The parts of a run, in the order they run (``--sections`` picks some).
 SECTIONS = ("optimizer_step", "roofline", "input_pipeline", "end_to_end", "from_files")
 PIPELINE_TARGET_RATIO = 3.0  # input pipeline examples/s ÷ wdl_tf training examples/s
