@@ -95,12 +95,9 @@ def test_quick_benchmark_reports_every_section(tmp_path):
     assert _positive(roof["gflops_bf16"]) and _positive(roof["limit_examples_per_s_bf16"])
     for r in results:
         if r["status"] == "ok":
-            key = (
-                "limit_examples_per_s_bf16"
-                if r["implementation"].endswith("_bf16")
-                else ("limit_examples_per_s")
-            )
-            assert r["fraction_of_mlp_limit"] == pytest.approx(r["examples_per_s"] / roof[key])
+            bf16 = r["implementation"].endswith("_bf16")
+            limit = roof["limit_examples_per_s_bf16" if bf16 else "limit_examples_per_s"]
+            assert r["fraction_of_mlp_limit"] == pytest.approx(r["examples_per_s"] / limit)
 
     # 5. Memory.
     mem = report["memory"]

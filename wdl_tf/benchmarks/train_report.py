@@ -6,7 +6,12 @@ from __future__ import annotations
 import json
 import os
 
-from wdl_tf.benchmarks.train_settings import IMPL_TITLES, IMPLEMENTATIONS, PIPELINE_TARGET_RATIO
+from wdl_tf.benchmarks.train_settings import (
+    BF16_SUFFIX,
+    IMPL_TITLES,
+    IMPLEMENTATIONS,
+    PIPELINE_TARGET_RATIO,
+)
 
 
 def _fmt(x, digits: int = 0) -> str:
@@ -208,7 +213,11 @@ def format_markdown(report: dict) -> str:
             lines.append(
                 f"- {IMPL_TITLES[a['implementation']]} @ {a['hash_buckets']:,}: "
                 f"{a['examples_per_s']:,.0f} examples/s = {100 * a['fraction']:.1f}% of "
-                + ("the bfloat16 limit" if a["implementation"].endswith("_bf16") else "the limit")
+                + (
+                    "the bfloat16 limit"
+                    if a["implementation"].endswith(BF16_SUFFIX)
+                    else "the limit"
+                )
             )
     mem = report["memory"]
     lines += [
