@@ -19,6 +19,8 @@ from tf_serving.server import ModelServer
 from tf_serving.server.http_front import MAX_REQUEST_LINE, SERVER_HEADER
 from tf_serving.server.status import INTERNAL_MESSAGE
 
+from .conftest import wait_for
+
 LIMIT = 1 << 20  # the body limit of the server under test
 
 
@@ -283,9 +285,7 @@ def test_requests_over_the_in_flight_cap_get_503_then_service_resumes():
         # A request whose body has not all arrived holds the only slot.
         holder.send(_request("POST", "/v1/models/m:predict", {"Content-Length": "20"}, b"{"))
         # Until the server has taken it in (a fixed 0.3 s sleep assumed it had by then).
-        deadline = time.monotonic() + 60
-        while server.rest_stats["in_flight"] < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: server.rest_stats["in_flight"] >= 1, timeout=60, interval=0.01)
         assert server.rest_stats["in_flight"] == 1
         other = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=30)
         other.request("GET", "/v1/models/m")
